@@ -1,0 +1,133 @@
+//! Runtime configuration: worker threads and coroutine stack size.
+//!
+//! may reads its configuration once, when its scheduler starts (on the first
+//! spawn or the first `may::net` object). [`Config::apply`] must therefore run
+//! before anything else touches the runtime; [`crate::spawn`] applies the
+//! defaults on first use if nobody did.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Default coroutine stack size in bytes: 128 KiB.
+///
+/// may's own default is 32 KiB, which a TLS handshake, a serde parse or a deep
+/// `log` formatter can overflow. On overflow a release build prints
+/// `stack overflow detected` and **exits the process**; a debug build fails
+/// the coroutine without unwinding it. Stacks are mapped lazily, so the
+/// untouched part of a stack costs address space, not resident memory.
+pub const DEFAULT_STACK_SIZE: usize = 128 * 1024;
+
+/// Smallest stack size [`Config::stack_size`] accepts: 16 KiB.
+pub const MIN_STACK_SIZE: usize = 16 * 1024;
+
+static APPLIED: AtomicBool = AtomicBool::new(false);
+
+/// Settings for the green-thread runtime. Build one, then call [`Config::apply`]
+/// first thing in `main`.
+///
+/// ```
+/// use greenpool_runtime::Config;
+/// // Ok the first time; an error if the runtime was configured already.
+/// let _ = Config::new().workers(2).stack_size(256 * 1024).apply();
+/// ```
+#[derive(Debug, Clone)]
+pub struct Config {
+    workers: usize,
+    stack_size: usize,
+    pin_workers: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            workers: 0,
+            stack_size: DEFAULT_STACK_SIZE,
+            pin_workers: false,
+        }
+    }
+}
+
+/// [`Config::apply`] failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigError {
+    /// The runtime was configured already (by an earlier `apply`, or by the
+    /// defaults on the first spawn). may cannot be reconfigured once started.
+    AlreadyApplied,
+    /// The stack size is below [`MIN_STACK_SIZE`].
+    StackTooSmall(usize),
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::AlreadyApplied => f.write_str(
+                "the green-thread runtime is already configured; call Config::apply \
+                 before the first spawn or network call",
+            ),
+            ConfigError::StackTooSmall(n) => write!(
+                f,
+                "coroutine stack size {n} bytes is below the minimum of {MIN_STACK_SIZE} bytes"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// The defaults: one worker per CPU, [`DEFAULT_STACK_SIZE`] stacks, workers
+    /// not pinned to cores.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of worker threads that run coroutines; 0 (the default) means one
+    /// per CPU. Each worker runs its own epoll loop.
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = n;
+        self
+    }
+
+    /// Stack size of each coroutine in bytes (rounded up to whole words).
+    /// See [`DEFAULT_STACK_SIZE`] for what an overflow does.
+    pub fn stack_size(mut self, bytes: usize) -> Self {
+        self.stack_size = bytes;
+        self
+    }
+
+    /// Pin each worker thread to a core. Off by default: pinning only helps on
+    /// dedicated cores and hurts on a shared machine or under a CPU quota.
+    pub fn pin_workers(mut self, pin: bool) -> Self {
+        self.pin_workers = pin;
+        self
+    }
+
+    /// Install this configuration. Fails if the runtime was configured already.
+    pub fn apply(self) -> Result<(), ConfigError> {
+        if self.stack_size < MIN_STACK_SIZE {
+            return Err(ConfigError::StackTooSmall(self.stack_size));
+        }
+        if APPLIED.swap(true, Ordering::AcqRel) {
+            return Err(ConfigError::AlreadyApplied);
+        }
+        let words = self.stack_size.div_ceil(std::mem::size_of::<usize>());
+        may::config()
+            .set_workers(self.workers)
+            .set_stack_size(words)
+            .set_worker_pin(self.pin_workers);
+        log::debug!(
+            "greenpool runtime configured: workers={} stack={}B pinned={}",
+            may::config().get_workers(),
+            self.stack_size,
+            self.pin_workers
+        );
+        Ok(())
+    }
+}
+
+/// Apply the default configuration unless someone applied one already.
+pub(crate) fn ensure_configured() {
+    if !APPLIED.load(Ordering::Acquire) {
+        let _ = Config::new().apply();
+    }
+}

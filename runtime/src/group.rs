@@ -1,0 +1,6 @@
+//! Groups of green threads (placeholder; implemented in the runtime issue).
+
+/// Placeholder.
+pub struct Group;
+/// Placeholder.
+pub struct GreenPool;

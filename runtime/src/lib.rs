@@ -1,0 +1,47 @@
+//! # greenpool-runtime
+//!
+//! A gevent-style green-thread runtime over the [`may`] stackful-coroutine
+//! library. Code written in plain blocking style — connect, write, read,
+//! sleep, lock — runs in green threads that block only themselves, so
+//! thousands of them share a few OS threads.
+//!
+//! | gevent | here |
+//! |---|---|
+//! | `gevent.spawn(f)` / `.join()` | [`spawn`] / [`JoinHandle::join`] |
+//! | `gevent.pool.Group` | [`Group`] |
+//! | `gevent.pool.Pool(n)` | [`GreenPool`] |
+//! | `gevent.sleep` | [`sleep`] |
+//! | `gevent.Timeout` | [`timeout`] |
+//! | `gevent.socket.create_connection` | [`net::connect`] |
+//!
+//! Everything that blocks works both inside a green thread and from a plain
+//! OS thread. Call [`Config::apply`] first thing in `main` to choose the number
+//! of worker threads and the stack size; otherwise the defaults apply on first
+//! use.
+//!
+//! ```
+//! use greenpool_runtime::{spawn, sleep};
+//! use std::time::Duration;
+//! let handles: Vec<_> = (0..100)
+//!     .map(|i| spawn(move || { sleep(Duration::from_millis(1)); i * 2 }))
+//!     .collect();
+//! let sum: i32 = handles.into_iter().map(|h| h.join().unwrap()).sum();
+//! assert_eq!(sum, 9900);
+//! ```
+
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod group;
+pub mod net;
+pub mod sync;
+pub mod task;
+pub mod time;
+
+pub use config::{Config, ConfigError};
+pub use group::{GreenPool, Group};
+pub use task::{is_green, panic_message, spawn, yield_now, Builder, JoinError, JoinHandle};
+pub use time::{clamp_timeout, sleep, timeout, Deadline, Elapsed, Wait};
+
+/// The underlying coroutine library, for what this crate does not wrap.
+pub use may;

@@ -1,0 +1,2 @@
+//! TCP networking (placeholder).
+pub use may::net::{TcpListener, TcpStream, UdpSocket};
