@@ -1,0 +1,1 @@
+//! Fault-injection kit (placeholder; being written).
