@@ -9,7 +9,7 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use crate::task::{is_green, spawn};
+use crate::task::{is_green, Builder};
 
 const MIN_WAIT: Duration = Duration::from_millis(1);
 
@@ -150,14 +150,27 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
+    timeout_with(Builder::new(), d, f)
+}
+
+/// [`timeout`], running `f` in a green thread made by `builder` (e.g. with a
+/// bigger stack or a name). Panics, like [`crate::spawn`], if the green thread
+/// cannot be started.
+pub fn timeout_with<F, T>(builder: Builder, d: Duration, f: F) -> Result<T, Elapsed>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
     let Some(wait) = clamp_timeout(d) else {
         return Err(Elapsed(d));
     };
     let (tx, rx) = may::sync::mpsc::channel();
-    let handle = spawn(move || {
-        // The receiver may be gone (timed out); nothing to do then.
-        let _ = tx.send(f());
-    });
+    let handle = builder
+        .spawn(move || {
+            // The receiver may be gone (timed out); nothing to do then.
+            let _ = tx.send(f());
+        })
+        .unwrap_or_else(|e| panic!("failed to spawn a green thread: {e}"));
     let result = rx.recv_timeout(wait);
     if is_green() {
         // A timed-out wait resumes on may's timer thread; move back to a worker.

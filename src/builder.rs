@@ -1,0 +1,264 @@
+//! [`Builder`]: every option of a [`ConnectionPool`], validated before use.
+
+use std::time::Duration;
+
+use crate::error::BuildError;
+use crate::error_set::ErrorSet;
+use crate::manager::Manager;
+use crate::pool::ConnectionPool;
+
+/// Default number of connections: 10.
+pub const DEFAULT_SIZE: usize = 10;
+/// Default checkout timeout: 30 s (r2d2's). Long enough to ride out a brief
+/// reconnect, short enough that a caller learns the backend is down.
+pub const DEFAULT_CHECKOUT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default first reconnect delay after a failed connect: 50 ms.
+pub const DEFAULT_BACKOFF_MIN: Duration = Duration::from_millis(50);
+/// Default longest reconnect delay: 2 s. This bounds how long the pool takes to
+/// notice that the server is back.
+pub const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// Default limit on one keepalive or validation call: 5 s.
+pub const DEFAULT_HEALTH_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default idle time after which a connection is validated before it is
+/// handed out: 5 s (see [`Builder::validate_after`]).
+pub const DEFAULT_VALIDATE_AFTER: Duration = Duration::from_secs(5);
+/// Fraction of a server-reported idle timeout used as the keepalive interval.
+pub(crate) const SERVER_IDLE_MARGIN: f64 = 0.5;
+
+/// Settings of a pool; see [`Builder`] for each one's meaning and default.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub size: usize,
+    pub checkout_timeout: Option<Duration>,
+    pub discard_on: ErrorSet,
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+    pub name: String,
+    pub connector_stack_size: Option<usize>,
+    pub keepalive: Option<Duration>,
+    pub health_check_timeout: Duration,
+    pub validate_after: Option<Duration>,
+    pub idle_timeout: Option<Duration>,
+    pub max_lifetime: Option<Duration>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            size: DEFAULT_SIZE,
+            checkout_timeout: Some(DEFAULT_CHECKOUT_TIMEOUT),
+            discard_on: ErrorSet::io(),
+            backoff_min: DEFAULT_BACKOFF_MIN,
+            backoff_max: DEFAULT_BACKOFF_MAX,
+            name: "greenpool".to_owned(),
+            connector_stack_size: None,
+            keepalive: None,
+            health_check_timeout: DEFAULT_HEALTH_CHECK_TIMEOUT,
+            validate_after: Some(DEFAULT_VALIDATE_AFTER),
+            idle_timeout: None,
+            max_lifetime: None,
+        }
+    }
+}
+
+/// Configures and builds a [`ConnectionPool`]. Obtain one with
+/// [`ConnectionPool::builder`].
+///
+/// [`build`](Builder::build) checks the settings and rejects a configuration
+/// that would make a broken pool (a size of 0, a zero timeout or interval, a
+/// backoff whose minimum exceeds its maximum) with a [`BuildError`] saying
+/// which setting is wrong.
+///
+/// ```
+/// use greenpool::{ConnectionPool, ErrorSet, Manager};
+/// use std::time::Duration;
+/// # struct Noop;
+/// # impl Manager for Noop {
+/// #     type Connection = ();
+/// #     type Error = std::io::Error;
+/// #     fn new_connection(&self) -> std::io::Result<()> { Ok(()) }
+/// # }
+/// let pool = ConnectionPool::builder()
+///     .size(4)
+///     .checkout_timeout(Duration::from_secs(5))
+///     .keepalive(Duration::from_secs(30))
+///     .discard_on(ErrorSet::io())
+///     .build(Noop)?;
+///
+/// let err = ConnectionPool::builder().size(0).build(Noop).unwrap_err();
+/// assert!(err.to_string().contains("size"));
+/// # Ok::<(), greenpool::BuildError>(())
+/// ```
+#[derive(Debug, Clone, Default)]
+#[must_use = "a builder does nothing until .build(manager) is called"]
+pub struct Builder {
+    cfg: Config,
+}
+
+impl Builder {
+    /// A builder with every default.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of connections the pool keeps open (default
+    /// [`DEFAULT_SIZE`]). The pool opens them in the background at start and
+    /// replaces each one it discards; it never has more than `size` open or
+    /// being opened. Must be at least 1.
+    pub fn size(mut self, size: usize) -> Self {
+        self.cfg.size = size;
+        self
+    }
+
+    /// How long [`get`](ConnectionPool::get) waits for a connection before
+    /// failing with [`Error::Timeout`](crate::Error::Timeout) (default
+    /// [`DEFAULT_CHECKOUT_TIMEOUT`]). Must not be zero; use
+    /// [`try_get`](ConnectionPool::try_get) for a checkout that never waits.
+    pub fn checkout_timeout(mut self, timeout: Duration) -> Self {
+        self.cfg.checkout_timeout = Some(timeout);
+        self
+    }
+
+    /// Make [`get`](ConnectionPool::get) wait as long as it takes, like
+    /// geventconnpool. Not recommended: a caller then hangs for as long as the
+    /// server is down.
+    pub fn no_checkout_timeout(mut self) -> Self {
+        self.cfg.checkout_timeout = None;
+        self
+    }
+
+    /// Errors that mean "this connection is broken" (default [`ErrorSet::io`]).
+    /// A `Result` passed through [`PooledConnection::check`](crate::PooledConnection::check)
+    /// or returned from [`with`](ConnectionPool::with) whose error is in this
+    /// set discards the connection; any other error gives it back.
+    pub fn discard_on(mut self, set: ErrorSet) -> Self {
+        self.cfg.discard_on = set;
+        self
+    }
+
+    /// Delay between failed connect attempts: starts at `min`, doubles on each
+    /// further failure up to `max`, with random jitter of up to half the delay
+    /// so that pools restarted together do not reconnect in lockstep (defaults
+    /// [`DEFAULT_BACKOFF_MIN`], [`DEFAULT_BACKOFF_MAX`]). Once the server is
+    /// back the pool is full again within about `max`. Both must be at least
+    /// 1 ms and `min <= max`.
+    pub fn reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.cfg.backoff_min = min;
+        self.cfg.backoff_max = max;
+        self
+    }
+
+    /// A name for log messages (default `"greenpool"`); use it to tell pools
+    /// apart.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.cfg.name = name.into();
+        self
+    }
+
+    /// Stack size in bytes of the green threads that run
+    /// [`Manager::new_connection`] and [`Manager::keepalive`] (default: the
+    /// runtime's, 128 KiB). Raise it for deep handshakes such as TLS.
+    pub fn connector_stack_size(mut self, bytes: usize) -> Self {
+        self.cfg.connector_stack_size = Some(bytes);
+        self
+    }
+
+    /// Run [`Manager::keepalive`] on every connection that has been idle for
+    /// `interval` (default: off, unless the manager reports the server's idle
+    /// timeout). Set it a little shorter than the server's or the network's
+    /// idle timeout. Must not be zero.
+    pub fn keepalive(mut self, interval: Duration) -> Self {
+        self.cfg.keepalive = Some(interval);
+        self
+    }
+
+    /// Longest a single [`Manager::keepalive`] or [`Manager::validate`] call
+    /// may take (default [`DEFAULT_HEALTH_CHECK_TIMEOUT`]); a slower check
+    /// counts as failed and the connection is discarded. Must not be zero.
+    pub fn health_check_timeout(mut self, timeout: Duration) -> Self {
+        self.cfg.health_check_timeout = timeout;
+        self
+    }
+
+    /// Validate a connection with [`Manager::validate`] before handing it out
+    /// when it has been idle at least `idle` (default
+    /// [`DEFAULT_VALIDATE_AFTER`]); a connection that fails is discarded and
+    /// the caller gets another. `Duration::ZERO` validates on every checkout.
+    pub fn validate_after(mut self, idle: Duration) -> Self {
+        self.cfg.validate_after = Some(idle);
+        self
+    }
+
+    /// Never validate on checkout.
+    pub fn no_validation(mut self) -> Self {
+        self.cfg.validate_after = None;
+        self
+    }
+
+    /// Close connections idle longer than `timeout` and open fresh ones in
+    /// their place (default: off). Must not be zero.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.cfg.idle_timeout = Some(timeout);
+        self
+    }
+
+    /// Replace every connection after it has been open for about `lifetime`
+    /// (minus up to 10 % random jitter, so they do not all go at once); a
+    /// connection in use is replaced when it is given back (default: off).
+    /// Must not be zero.
+    pub fn max_lifetime(mut self, lifetime: Duration) -> Self {
+        self.cfg.max_lifetime = Some(lifetime);
+        self
+    }
+
+    /// Check the settings and start the pool: it returns at once and opens its
+    /// connections in the background. Use
+    /// [`wait_ready`](ConnectionPool::wait_ready) to wait until they are open.
+    pub fn build<M: Manager>(self, manager: M) -> Result<ConnectionPool<M>, BuildError> {
+        self.validate()?;
+        Ok(ConnectionPool::start(manager, self.cfg))
+    }
+
+    fn validate(&self) -> Result<(), BuildError> {
+        let c = &self.cfg;
+        if c.size == 0 {
+            return Err(BuildError::new(
+                "size must be at least 1 (it is the number of connections the pool keeps open)",
+            ));
+        }
+        let nonzero = [
+            ("checkout_timeout", c.checkout_timeout),
+            ("keepalive interval", c.keepalive),
+            ("health_check_timeout", Some(c.health_check_timeout)),
+            ("idle_timeout", c.idle_timeout),
+            ("max_lifetime", c.max_lifetime),
+        ];
+        for (what, d) in nonzero {
+            if d.is_some_and(|d| d.is_zero()) {
+                return Err(BuildError::new(format!(
+                    "{what} must not be zero{}",
+                    if what == "checkout_timeout" {
+                        "; use try_get() for a checkout that never waits"
+                    } else {
+                        ""
+                    }
+                )));
+            }
+        }
+        if c.backoff_min < Duration::from_millis(1) || c.backoff_min > c.backoff_max {
+            return Err(BuildError::new(format!(
+                "reconnect_backoff needs 1 ms <= min <= max, got min {:?} max {:?}",
+                c.backoff_min, c.backoff_max
+            )));
+        }
+        if let Some(bytes) = c.connector_stack_size {
+            if bytes < greenpool_runtime::config::MIN_STACK_SIZE {
+                return Err(BuildError::new(format!(
+                    "connector_stack_size {bytes} is below the runtime's minimum of {} bytes",
+                    greenpool_runtime::config::MIN_STACK_SIZE
+                )));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,250 @@
+//! Background connectors: open connections, retrying with backoff and jitter.
+//!
+//! Every pool slot is always either open or owned by exactly one connector, so
+//! the pool never has more than `size` connections open or being opened, and
+//! each failed slot is retried on its own backoff schedule: once the server is
+//! back, the pool is full again within one maximum backoff period.
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::builder::SERVER_IDLE_MARGIN;
+use crate::error::SharedError;
+use crate::manager::Manager;
+use crate::pool::{Conn, Shared};
+
+/// How often a pool that keeps failing to connect logs a summary.
+const FAILURE_SUMMARY_EVERY: Duration = Duration::from_secs(10);
+
+/// Start a connector for a slot already counted in `connecting`.
+pub(crate) fn spawn<M: Manager>(shared: &Arc<Shared<M>>) {
+    let task = Arc::clone(shared);
+    let mut builder = greenpool_runtime::Builder::new().name(format!("{}-connector", shared.cfg.name));
+    if let Some(bytes) = shared.cfg.connector_stack_size {
+        builder = builder.stack_size(bytes);
+    }
+    if let Err(e) = builder.spawn(move || run(task)) {
+        // Out of memory for a stack: give the slot back rather than lose it
+        // silently; the next discard or maintenance tick tries again.
+        log::error!(
+            "pool {}: cannot start a connector green thread: {e}",
+            shared.cfg.name
+        );
+        shared.connector_exit();
+    }
+}
+
+fn run<M: Manager>(shared: Arc<Shared<M>>) {
+    let mut backoff = Backoff::new(shared.cfg.backoff_min, shared.cfg.backoff_max);
+    loop {
+        if shared.is_closed() {
+            return shared.connector_exit();
+        }
+        let attempt = panic::catch_unwind(AssertUnwindSafe(|| shared.manager.new_connection()));
+        let error: SharedError = match attempt {
+            Ok(Ok(raw)) => return opened(&shared, raw),
+            Ok(Err(e)) => Arc::new(e),
+            Err(payload) => Arc::new(ConnectPanic(
+                greenpool_runtime::panic_message(&*payload)
+                    .unwrap_or("non-string panic payload")
+                    .to_owned(),
+            )),
+        };
+        let delay = backoff.next_delay();
+        shared.lock().record_failure(&shared.cfg.name, error, delay);
+        // Sleep, but wake at once if the pool closes.
+        shared.close_flag.wait_timeout(delay);
+        greenpool_runtime::yield_now();
+    }
+}
+
+fn opened<M: Manager>(shared: &Arc<Shared<M>>, mut raw: M::Connection) {
+    let learn = {
+        let mut st = shared.lock();
+        st.record_success(&shared.cfg.name);
+        let ask = shared.cfg.keepalive.is_none() && !st.asked_server_idle_timeout;
+        st.asked_server_idle_timeout = true;
+        ask
+    };
+    if learn {
+        learn_server_idle_timeout(shared, &mut raw);
+    }
+    let now = Instant::now();
+    let expires = shared
+        .cfg
+        .max_lifetime
+        .map(|life| now + life.mul_f64(1.0 - 0.1 * unit_random()));
+    let conn = Conn {
+        raw,
+        id: shared.next_id(),
+        created: now,
+        last_ok: now,
+        expires,
+    };
+    log::debug!("pool {}: opened connection #{}", shared.cfg.name, conn.id);
+    shared.add_connection(conn);
+}
+
+fn learn_server_idle_timeout<M: Manager>(shared: &Arc<Shared<M>>, raw: &mut M::Connection) {
+    let reported = panic::catch_unwind(AssertUnwindSafe(|| shared.manager.server_idle_timeout(raw)));
+    if let Ok(Some(t)) = reported {
+        if !t.is_zero() {
+            let interval = t.mul_f64(SERVER_IDLE_MARGIN).max(Duration::from_millis(1));
+            log::info!(
+                "pool {}: server closes idle connections after {t:?}; keepalive every {interval:?}",
+                shared.cfg.name
+            );
+            shared.lock().learnt_keepalive = Some(interval);
+        }
+    }
+}
+
+/// `new_connection` panicked.
+#[derive(Debug)]
+struct ConnectPanic(String);
+
+impl std::fmt::Display for ConnectPanic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "new_connection panicked: {}", self.0)
+    }
+}
+
+impl std::error::Error for ConnectPanic {}
+
+/// Pool-wide connect health, for log messages and timeout errors.
+#[derive(Default)]
+pub(crate) struct ConnectHealth {
+    /// Failed attempts since the last success.
+    failures: u64,
+    failing_since: Option<Instant>,
+    last_error: Option<SharedError>,
+    last_summary: Option<Instant>,
+}
+
+impl ConnectHealth {
+    /// The last connect error, while the pool is failing to connect.
+    pub fn current_error(&self) -> Option<SharedError> {
+        if self.failures > 0 {
+            self.last_error.clone()
+        } else {
+            None
+        }
+    }
+}
+
+impl<C> crate::pool::PoolState<C> {
+    /// Log the change from healthy to failing, then a summary every
+    /// [`FAILURE_SUMMARY_EVERY`]; single failures go to `debug`.
+    fn record_failure(&mut self, name: &str, error: SharedError, retry_in: Duration) {
+        self.counters.connect_failures += 1;
+        let h = &mut self.health;
+        let now = Instant::now();
+        h.failures += 1;
+        if h.failures == 1 {
+            h.failing_since = Some(now);
+            h.last_summary = Some(now);
+            log::warn!("pool {name}: cannot open a connection: {error}; retrying with backoff");
+        } else if h.last_summary.is_none_or(|t| now - t >= FAILURE_SUMMARY_EVERY) {
+            h.last_summary = Some(now);
+            let since = h.failing_since.map(|t| now - t).unwrap_or_default();
+            log::warn!(
+                "pool {name}: still cannot connect: {} failed attempts in {:.1?}; last error: {error}",
+                h.failures,
+                since
+            );
+        } else {
+            log::debug!("pool {name}: connect failed: {error}; next attempt in {retry_in:?}");
+        }
+        h.last_error = Some(error);
+    }
+
+    fn record_success(&mut self, name: &str) {
+        let h = &mut self.health;
+        if h.failures > 0 {
+            let since = h.failing_since.map(|t| t.elapsed()).unwrap_or_default();
+            log::info!(
+                "pool {name}: connected again after {} failed attempts over {:.1?}",
+                h.failures,
+                since
+            );
+        }
+        h.failures = 0;
+        h.failing_since = None;
+        h.last_error = None;
+    }
+}
+
+/// Exponential backoff with jitter: the n-th delay is drawn uniformly from
+/// `[d/2, d]` where `d = min(max, min * 2^n)`.
+pub(crate) struct Backoff {
+    next: Duration,
+    max: Duration,
+    rng: u64,
+}
+
+impl Backoff {
+    pub fn new(min: Duration, max: Duration) -> Self {
+        Backoff {
+            next: min,
+            max,
+            rng: seed(),
+        }
+    }
+
+    pub fn next_delay(&mut self) -> Duration {
+        let d = self.next;
+        self.next = (self.next * 2).min(self.max);
+        let jitter = split_mix(&mut self.rng) as f64 / u64::MAX as f64;
+        d.mul_f64(0.5 + 0.5 * jitter).max(Duration::from_millis(1))
+    }
+}
+
+/// A uniform random number in `[0, 1)`, for jitter only.
+pub(crate) fn unit_random() -> f64 {
+    let mut s = seed();
+    (split_mix(&mut s) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+fn seed() -> u64 {
+    // RandomState is seeded per process and bumped per instance.
+    let mut h = RandomState::new().build_hasher();
+    h.write_u64(Instant::now().elapsed().as_nanos() as u64);
+    h.finish()
+}
+
+fn split_mix(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_the_cap_with_jitter_in_range() {
+        let min = Duration::from_millis(100);
+        let max = Duration::from_millis(800);
+        let mut b = Backoff::new(min, max);
+        let bounds = [100, 200, 400, 800, 800, 800];
+        for hi in bounds {
+            let d = b.next_delay();
+            let hi = Duration::from_millis(hi);
+            assert!(d >= hi / 2 && d <= hi, "{d:?} not in [{:?}, {hi:?}]", hi / 2);
+        }
+    }
+
+    #[test]
+    fn unit_random_is_in_range() {
+        for _ in 0..1000 {
+            let x = unit_random();
+            assert!((0.0..1.0).contains(&x));
+        }
+    }
+}

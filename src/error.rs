@@ -1,0 +1,130 @@
+//! The pool's own errors.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A connect error kept by the pool to explain later checkout failures.
+pub(crate) type SharedError = Arc<dyn StdError + Send + Sync + 'static>;
+
+/// Why [`ConnectionPool::get`](crate::ConnectionPool::get) gave no connection.
+///
+/// Converts into [`std::io::Error`] (kind `TimedOut` or `NotConnected`), so a
+/// function returning `io::Result` can write `pool.get()?`; give your own error
+/// type a `From<greenpool::Error>` to do the same.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Error {
+    /// No connection became free within the checkout timeout.
+    Timeout {
+        /// How long the caller waited.
+        waited: Duration,
+        /// The pool's size.
+        size: usize,
+        /// Open connections when the wait ended (all of them in use).
+        open: usize,
+        /// The last connect error, when the pool was failing to connect at the
+        /// time: usually the real reason nothing was free.
+        last_connect_error: Option<SharedError>,
+    },
+    /// The pool was closed ([`ConnectionPool::close`](crate::ConnectionPool::close),
+    /// or its last handle was dropped).
+    Closed,
+}
+
+impl Error {
+    /// True for [`Error::Timeout`].
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Error::Timeout { .. })
+    }
+
+    /// True for [`Error::Closed`].
+    pub fn is_closed(&self) -> bool {
+        matches!(self, Error::Closed)
+    }
+
+    /// The last connect error carried by a timeout, if any.
+    pub fn last_connect_error(&self) -> Option<&(dyn StdError + Send + Sync + 'static)> {
+        match self {
+            Error::Timeout {
+                last_connect_error: Some(e),
+                ..
+            } => Some(&**e),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Timeout {
+                waited,
+                size,
+                open,
+                last_connect_error,
+            } => {
+                write!(f, "no pooled connection became free within {waited:?}")?;
+                match last_connect_error {
+                    Some(e) => write!(
+                        f,
+                        ": the pool cannot connect ({open} of {size} connections open); \
+                         last connect error: {e}. Check that the server is up and reachable"
+                    ),
+                    None => write!(
+                        f,
+                        " (all {open} of {size} connections in use); raise the pool size \
+                         or the checkout timeout, or hold connections for less time"
+                    ),
+                }
+            }
+            Error::Closed => f.write_str("the connection pool is closed"),
+        }
+    }
+}
+
+impl StdError for Error {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        match self {
+            Error::Timeout {
+                last_connect_error: Some(e),
+                ..
+            } => Some(&**e as &(dyn StdError + 'static)),
+            _ => None,
+        }
+    }
+}
+
+impl From<Error> for io::Error {
+    fn from(e: Error) -> Self {
+        let kind = match e {
+            Error::Timeout { .. } => io::ErrorKind::TimedOut,
+            Error::Closed => io::ErrorKind::NotConnected,
+        };
+        io::Error::new(kind, e)
+    }
+}
+
+/// The builder rejected a configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildError {
+    message: String,
+}
+
+impl BuildError {
+    pub(crate) fn new(message: impl Into<String>) -> Self {
+        BuildError {
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid connection pool configuration: {}", self.message)
+    }
+}
+
+impl StdError for BuildError {}

@@ -1,0 +1,146 @@
+//! [`PooledConnection`]: the guard that hands out a connection.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::ops::{Deref, DerefMut};
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::manager::Manager;
+use crate::pool::{Conn, Shared};
+use crate::stats::DiscardReason;
+
+/// A connection checked out of a [`ConnectionPool`](crate::ConnectionPool).
+///
+/// Derefs to the connection. When dropped it goes back into the pool, unless
+/// it is to be discarded: [`discard`](Self::discard) was called, a `Result`
+/// passed through [`check`](Self::check) was an `Err` in the pool's
+/// [`ErrorSet`](crate::ErrorSet), [`Manager::has_broken`] says so, or the
+/// guard is dropped while its thread panics. A discarded connection is closed
+/// and a replacement is opened in the background.
+///
+/// The guard owns a reference to the pool, so it can move to another green
+/// thread; a guard that outlives its pool closes the connection when dropped.
+pub struct PooledConnection<M: Manager> {
+    shared: Arc<Shared<M>>,
+    conn: Option<Conn<M::Connection>>,
+    discard: Option<DiscardReason>,
+}
+
+impl<M: Manager> PooledConnection<M> {
+    pub(crate) fn new(shared: Arc<Shared<M>>, conn: Conn<M::Connection>) -> Self {
+        PooledConnection {
+            shared,
+            conn: Some(conn),
+            discard: None,
+        }
+    }
+
+    fn inner(&self) -> &Conn<M::Connection> {
+        self.conn.as_ref().expect("connection present until drop")
+    }
+
+    /// Pass a result through the guard: an `Err` in the pool's error set marks
+    /// the connection to be discarded when the guard drops. The result is
+    /// returned unchanged, so this reads as `conn.check(do_io(&mut conn))?`.
+    pub fn check<T, E: StdError + 'static>(&mut self, result: Result<T, E>) -> Result<T, E> {
+        if let Err(e) = &result {
+            if self.shared.cfg.discard_on.matches(e) {
+                log::debug!(
+                    "pool {}: connection #{} failed with {e}; it will be discarded",
+                    self.shared.cfg.name,
+                    self.id()
+                );
+                self.discard = Some(DiscardReason::Error);
+            }
+        }
+        result
+    }
+
+    /// Close this connection now instead of giving it back; a replacement is
+    /// opened in the background.
+    pub fn discard(mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.shared.discard(conn, DiscardReason::Explicit);
+        }
+    }
+
+    /// Mark the connection to be discarded when the guard drops.
+    pub fn mark_broken(&mut self) {
+        self.discard = Some(DiscardReason::Explicit);
+    }
+
+    /// True if the connection will be discarded when the guard drops.
+    pub fn is_marked_broken(&self) -> bool {
+        self.discard.is_some()
+    }
+
+    /// The connection's id, unique within its pool (assigned in opening order
+    /// from 1); useful in logs.
+    pub fn id(&self) -> u64 {
+        self.inner().id
+    }
+
+    /// How long ago the connection was opened.
+    pub fn age(&self) -> Duration {
+        self.inner().created.elapsed()
+    }
+
+    /// When the connection was last known to work.
+    pub fn last_ok(&self) -> Instant {
+        self.inner().last_ok
+    }
+}
+
+impl<M: Manager> Deref for PooledConnection<M> {
+    type Target = M::Connection;
+
+    fn deref(&self) -> &M::Connection {
+        &self.inner().raw
+    }
+}
+
+impl<M: Manager> DerefMut for PooledConnection<M> {
+    fn deref_mut(&mut self) -> &mut M::Connection {
+        &mut self.conn.as_mut().expect("connection present until drop").raw
+    }
+}
+
+impl<M: Manager> Drop for PooledConnection<M> {
+    fn drop(&mut self) {
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
+        // Read this first: nothing below may change it.
+        let reason = if std::thread::panicking() {
+            Some(DiscardReason::Panic)
+        } else {
+            self.discard
+        };
+        let reason = reason.or_else(|| {
+            // A panicking check must not lose the pool slot: count it as broken.
+            let manager = &self.shared.manager;
+            let broken = panic::catch_unwind(AssertUnwindSafe(|| manager.has_broken(&mut conn.raw)))
+                .unwrap_or(true);
+            broken.then_some(DiscardReason::Broken)
+        });
+        match reason {
+            Some(reason) => self.shared.discard(conn, reason),
+            None => self.shared.give_back(conn),
+        }
+    }
+}
+
+impl<M: Manager> fmt::Debug for PooledConnection<M>
+where
+    M::Connection: fmt::Debug,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PooledConnection")
+            .field("id", &self.id())
+            .field("connection", &self.inner().raw)
+            .field("marked_broken", &self.is_marked_broken())
+            .finish()
+    }
+}

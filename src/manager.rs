@@ -1,0 +1,87 @@
+//! The [`Manager`] trait: how a pool opens and checks its connections.
+
+use std::time::Duration;
+
+/// How to open a connection and how to tell whether one is still alive.
+///
+/// This is how you "subclass the pool" (geventconnpool's `_new_connection` and
+/// `_keepalive`). The connection can be any value: a socket, a TLS stream after
+/// STARTTLS and LOGIN, a client holding an authenticated session and a chosen
+/// database.
+///
+/// Every method runs inside a green thread, so it may block on the runtime's
+/// network types. `new_connection` runs in the pool's background connector;
+/// `keepalive` in the pool's maintenance green thread; `validate` in the
+/// coroutine (or thread) calling [`ConnectionPool::get`](crate::ConnectionPool::get).
+///
+/// ```
+/// use greenpool::Manager;
+/// use greenpool::runtime::net::{connect, ConnectOptions, TcpStream};
+/// use std::io::{self, BufRead, BufReader, Write};
+///
+/// struct LineProtocol { addr: String }
+///
+/// impl Manager for LineProtocol {
+///     type Connection = BufReader<TcpStream>;
+///     type Error = io::Error;
+///
+///     fn new_connection(&self) -> io::Result<Self::Connection> {
+///         Ok(BufReader::new(connect(&self.addr, &ConnectOptions::default())?))
+///     }
+///
+///     fn keepalive(&self, c: &mut Self::Connection) -> io::Result<()> {
+///         c.get_mut().write_all(b"PING\n")?;
+///         let mut line = String::new();
+///         c.read_line(&mut line)?;
+///         if line == "PONG\n" { Ok(()) } else {
+///             Err(io::Error::new(io::ErrorKind::InvalidData, format!("bad PING reply {line:?}")))
+///         }
+///     }
+/// }
+/// ```
+pub trait Manager: Send + Sync + 'static {
+    /// The pooled value.
+    type Connection: Send + 'static;
+    /// What opening or checking a connection fails with.
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// Open a new, fully set-up connection: connect, upgrade, log in, select a
+    /// database. An `Err` (or a panic) is a failed attempt: the pool logs it and
+    /// tries again with backoff.
+    fn new_connection(&self) -> Result<Self::Connection, Self::Error>;
+
+    /// Prove an idle connection is still alive, e.g. send `PING` and read the
+    /// reply. Called by the pool on connections idle for the keepalive
+    /// interval, never while a user holds the connection. An `Err` or a panic
+    /// means broken: the connection is closed and replaced.
+    ///
+    /// The default does nothing and reports success.
+    fn keepalive(&self, conn: &mut Self::Connection) -> Result<(), Self::Error> {
+        let _ = conn;
+        Ok(())
+    }
+
+    /// Check a connection that sat idle a while, just before it is handed out.
+    /// An `Err` or a panic means broken: it is discarded and the caller gets
+    /// another connection instead. The default is [`keepalive`](Self::keepalive).
+    fn validate(&self, conn: &mut Self::Connection) -> Result<(), Self::Error> {
+        self.keepalive(conn)
+    }
+
+    /// A cheap, non-blocking check run every time a connection is given back
+    /// (r2d2's `has_broken`), e.g. "has the peer closed the socket?". `true`
+    /// discards the connection instead of pooling it. The default is `false`.
+    fn has_broken(&self, conn: &mut Self::Connection) -> bool {
+        let _ = conn;
+        false
+    }
+
+    /// The server's own idle timeout as seen on this connection, if the
+    /// protocol can report it (Redis `CONFIG GET timeout`, MySQL
+    /// `wait_timeout`). When the pool has no keepalive interval set, it keeps
+    /// connections alive a safe margin inside this. The default is `None`.
+    fn server_idle_timeout(&self, conn: &mut Self::Connection) -> Option<Duration> {
+        let _ = conn;
+        None
+    }
+}

@@ -1,0 +1,589 @@
+//! [`ConnectionPool`]: checkout, hand-off to waiters, return, discard, close.
+//!
+//! All bookkeeping lives in one [`PoolState`] behind one runtime mutex. The
+//! lock is held only for a few pointer moves and counter updates, never across
+//! a blocking call or a call into user code (the manager, a connection's
+//! destructor), so it never parks a green thread for long.
+//!
+//! Fairness: a connection given back goes straight to the oldest waiter
+//! (FIFO hand-off); it is never put where a newcomer could take it first.
+
+use std::collections::VecDeque;
+use std::error::Error as StdError;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use greenpool_runtime::sync::{AtomicOption, Blocker, Condvar, Mutex, MutexGuard, SyncFlag};
+use greenpool_runtime::{Deadline, Wait};
+
+use crate::builder::{Builder, Config};
+use crate::connector::{self, ConnectHealth};
+use crate::error::Error;
+use crate::guard::PooledConnection;
+use crate::maintenance;
+use crate::manager::Manager;
+use crate::stats::{Counters, DiscardReason, State};
+
+/// A pool of connections kept open to one backend (geventconnpool's
+/// `ConnectionPool`).
+///
+/// A cheap, clonable handle: clones share one pool. It is `Send + Sync` and
+/// usable from green threads and plain OS threads at once. When the last handle
+/// is dropped the pool closes (see [`close`](Self::close)).
+///
+/// ```
+/// use greenpool::{ConnectionPool, Manager};
+/// use greenpool::testing::TestServer;
+/// use greenpool::runtime::net::{connect, ConnectOptions, TcpStream};
+/// use std::io::{self, BufRead, BufReader, Write};
+/// use std::time::Duration;
+///
+/// struct Line { addr: String }
+/// impl Manager for Line {
+///     type Connection = BufReader<TcpStream>;
+///     type Error = io::Error;
+///     fn new_connection(&self) -> io::Result<Self::Connection> {
+///         Ok(BufReader::new(connect(&self.addr, &ConnectOptions::default())?))
+///     }
+/// }
+///
+/// let server = TestServer::start()?;
+/// let pool = ConnectionPool::new(Line { addr: server.addr().to_string() }, 4)?;
+/// let pong = pool.with(|c| {
+///     c.get_mut().write_all(b"PING\n")?;
+///     let mut reply = String::new();
+///     c.read_line(&mut reply)?;
+///     Ok::<_, io::Error>(reply)
+/// })?;
+/// assert_eq!(pong, "PONG\n");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct ConnectionPool<M: Manager> {
+    handle: Arc<Handle<M>>,
+}
+
+/// Closes the pool when the last [`ConnectionPool`] handle goes away.
+/// Background tasks and guards hold the [`Shared`] part only, so they do not
+/// keep the pool open.
+struct Handle<M: Manager> {
+    shared: Arc<Shared<M>>,
+}
+
+impl<M: Manager> Drop for Handle<M> {
+    fn drop(&mut self) {
+        self.shared.close();
+    }
+}
+
+/// A pooled connection with the bookkeeping the pool needs.
+pub(crate) struct Conn<C> {
+    pub raw: C,
+    pub id: u64,
+    pub created: Instant,
+    /// Last time the connection was known to work: returned by a user after
+    /// work that did not fail, or passed a keepalive.
+    pub last_ok: Instant,
+    /// When the connection reaches its maximum lifetime (with jitter).
+    pub expires: Option<Instant>,
+}
+
+/// A caller blocked in `get`. The giver fills `slot` under the pool lock,
+/// after removing the waiter from the queue, then unparks it.
+struct Waiter<C> {
+    slot: AtomicOption<Conn<C>>,
+    blocker: Blocker,
+}
+
+pub(crate) struct PoolState<C> {
+    /// Idle connections; the back is the most recently returned (LIFO keeps
+    /// the busiest connections warm and lets the rest be kept alive or expire).
+    pub idle: VecDeque<Conn<C>>,
+    waiters: VecDeque<Arc<Waiter<C>>>,
+    pub in_use: usize,
+    pub checking: usize,
+    pub connecting: usize,
+    pub counters: Counters,
+    pub health: ConnectHealth,
+    /// Keepalive interval learnt from `Manager::server_idle_timeout`.
+    pub learnt_keepalive: Option<Duration>,
+    pub asked_server_idle_timeout: bool,
+}
+
+impl<C> PoolState<C> {
+    pub fn open(&self) -> usize {
+        self.idle.len() + self.in_use + self.checking
+    }
+
+    /// Give a connection that is not counted anywhere to the oldest waiter, or
+    /// make it idle. Returns the waiter to unpark once the lock is released.
+    /// The caller must already have counted the connection in `in_use`.
+    #[must_use]
+    fn deliver_in_use(&mut self, conn: Conn<C>) -> Option<Arc<Waiter<C>>> {
+        match self.waiters.pop_front() {
+            Some(w) => {
+                w.slot.store(conn);
+                self.counters.checkouts += 1;
+                Some(w)
+            }
+            None => {
+                self.in_use -= 1;
+                self.idle.push_back(conn);
+                None
+            }
+        }
+    }
+}
+
+pub(crate) struct Shared<M: Manager> {
+    pub manager: M,
+    pub cfg: Config,
+    state: Mutex<PoolState<M::Connection>>,
+    /// Notified when a connection opens and when the pool closes.
+    ready: Condvar,
+    closed: AtomicBool,
+    /// Fired on close: wakes background tasks out of their sleeps.
+    pub close_flag: SyncFlag,
+    next_id: AtomicU64,
+}
+
+impl<M: Manager> ConnectionPool<M> {
+    /// A pool that keeps `size` connections open, with every other setting at
+    /// its default (see [`Builder`]). Returns at once; connections open in the
+    /// background. Fails only if `size` is 0.
+    pub fn new(manager: M, size: usize) -> Result<Self, crate::BuildError> {
+        Builder::new().size(size).build(manager)
+    }
+
+    /// A [`Builder`] for every option.
+    pub fn builder() -> Builder {
+        Builder::new()
+    }
+
+    pub(crate) fn start(manager: M, cfg: Config) -> Self {
+        let size = cfg.size;
+        let shared = Arc::new(Shared {
+            manager,
+            state: Mutex::new(PoolState {
+                idle: VecDeque::with_capacity(size),
+                waiters: VecDeque::new(),
+                in_use: 0,
+                checking: 0,
+                connecting: size,
+                counters: Counters::default(),
+                health: ConnectHealth::default(),
+                learnt_keepalive: None,
+                asked_server_idle_timeout: false,
+            }),
+            ready: Condvar::new(),
+            closed: AtomicBool::new(false),
+            close_flag: SyncFlag::new(),
+            next_id: AtomicU64::new(1),
+            cfg,
+        });
+        log::debug!(
+            "pool {}: starting with {} connections",
+            shared.cfg.name,
+            size
+        );
+        for _ in 0..size {
+            connector::spawn(&shared);
+        }
+        maintenance::spawn(&shared);
+        ConnectionPool {
+            handle: Arc::new(Handle { shared }),
+        }
+    }
+
+    fn shared(&self) -> &Arc<Shared<M>> {
+        &self.handle.shared
+    }
+
+    /// Check out a connection, waiting up to the pool's checkout timeout.
+    ///
+    /// Returns an idle connection at once if there is one. Otherwise the
+    /// caller blocks — only its green thread, or its OS thread outside the
+    /// runtime — in a FIFO queue until a connection is given back or opened,
+    /// or the timeout passes ([`Error::Timeout`], which names the last connect
+    /// error if the pool is failing to connect). A connection idle longer than
+    /// [`Builder::validate_after`] is validated first, and a failing one is
+    /// discarded and replaced by the next; the caller never sees it.
+    /// Fails with [`Error::Closed`] once the pool is closed.
+    pub fn get(&self) -> Result<PooledConnection<M>, Error> {
+        let deadline = match self.shared().cfg.checkout_timeout {
+            Some(d) => Deadline::after(d),
+            None => Deadline::never(),
+        };
+        self.get_by(deadline)
+    }
+
+    /// [`get`](Self::get) with this timeout instead of the pool's.
+    /// `Duration::ZERO` never waits (like [`try_get`](Self::try_get)).
+    pub fn get_timeout(&self, timeout: Duration) -> Result<PooledConnection<M>, Error> {
+        self.get_by(Deadline::after(timeout))
+    }
+
+    /// Check out an idle connection without waiting; fails with
+    /// [`Error::Timeout`] when none is idle.
+    pub fn try_get(&self) -> Result<PooledConnection<M>, Error> {
+        self.get_by(Deadline::after(Duration::ZERO))
+    }
+
+    fn get_by(&self, deadline: Deadline) -> Result<PooledConnection<M>, Error> {
+        let start = Instant::now();
+        let shared = self.shared();
+        loop {
+            let mut conn = shared.checkout(deadline, start)?;
+            if maintenance::needs_validation(shared, &conn) {
+                match maintenance::validate(shared, conn) {
+                    Ok(c) => conn = c,
+                    // Discarded and replaced: try the next one.
+                    Err(()) => continue,
+                }
+            }
+            return Ok(PooledConnection::new(Arc::clone(shared), conn));
+        }
+    }
+
+    /// Run `f` on a pooled connection and give the connection back, or
+    /// discard it if `f` fails with an error in the pool's
+    /// [`ErrorSet`](crate::ErrorSet) or panics (the panic then continues).
+    ///
+    /// Blocks like [`get`](Self::get) first; a checkout failure is converted
+    /// into `E` with `From<greenpool::Error>` (provided for `io::Error`).
+    pub fn with<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut M::Connection) -> Result<T, E>,
+        E: From<Error> + StdError + 'static,
+    {
+        let mut conn = self.get()?;
+        let result = f(&mut conn);
+        conn.check(result)
+    }
+
+    /// Wait until all `size` connections are open, e.g. at start-up. Fails
+    /// with [`Error::Timeout`] (carrying the last connect error) if they are
+    /// not open within `timeout`, and with [`Error::Closed`] if the pool
+    /// closes.
+    pub fn wait_ready(&self, timeout: Duration) -> Result<(), Error> {
+        self.shared().wait_ready(Deadline::after(timeout), timeout)
+    }
+
+    /// A snapshot of the pool's counts and counters.
+    pub fn state(&self) -> State {
+        self.shared().state()
+    }
+
+    /// The pool's size.
+    pub fn size(&self) -> usize {
+        self.shared().cfg.size
+    }
+
+    /// The manager, e.g. to read its settings.
+    pub fn manager(&self) -> &M {
+        &self.shared().manager
+    }
+
+    /// Close the pool. Idle connections are closed now; callers waiting in
+    /// [`get`](Self::get) and every later `get` fail with [`Error::Closed`];
+    /// connections still checked out are closed when their guard drops;
+    /// background tasks stop (a connect attempt in progress is finished and its
+    /// connection closed). Returns without waiting for them. Idempotent; also
+    /// happens when the last handle is dropped.
+    pub fn close(&self) {
+        self.shared().close()
+    }
+
+    /// True once the pool is closed.
+    pub fn is_closed(&self) -> bool {
+        self.shared().is_closed()
+    }
+}
+
+impl<M: Manager> Clone for ConnectionPool<M> {
+    fn clone(&self) -> Self {
+        ConnectionPool {
+            handle: Arc::clone(&self.handle),
+        }
+    }
+}
+
+impl<M: Manager> fmt::Debug for ConnectionPool<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnectionPool")
+            .field("name", &self.shared().cfg.name)
+            .field("state", &self.state())
+            .finish()
+    }
+}
+
+impl<M: Manager> Shared<M> {
+    pub fn lock(&self) -> MutexGuard<'_, PoolState<M::Connection>> {
+        // The lock is never held across user code, so poisoning can only come
+        // from a bug in this module; the state is still consistent then.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    pub fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Take an idle connection, or wait in line for one until `deadline`.
+    fn checkout(&self, deadline: Deadline, start: Instant) -> Result<Conn<M::Connection>, Error> {
+        let mut st = self.lock();
+        if self.is_closed() {
+            return Err(Error::Closed);
+        }
+        if let Some(conn) = st.idle.pop_back() {
+            st.in_use += 1;
+            st.counters.checkouts += 1;
+            return Ok(conn);
+        }
+        if deadline.is_expired() {
+            st.counters.checkout_timeouts += 1;
+            return Err(self.timeout_error(&st, start));
+        }
+        let waiter = Arc::new(Waiter {
+            slot: AtomicOption::none(),
+            blocker: Blocker::new(false),
+        });
+        st.waiters.push_back(Arc::clone(&waiter));
+        st.counters.waited_checkouts += 1;
+        drop(st);
+
+        loop {
+            let parked = match deadline.wait() {
+                Wait::Expired => Ok(()),
+                Wait::For(d) => waiter.blocker.park(Some(d)),
+                Wait::Forever => waiter.blocker.park(None),
+            };
+            if let Some(conn) = waiter.slot.take() {
+                return Ok(conn);
+            }
+            let cancelled = parked == Err(greenpool_runtime::sync::ParkError::Canceled);
+            if cancelled || deadline.is_expired() || self.is_closed() {
+                return self.abandon_wait(&waiter, cancelled, start);
+            }
+            // Woken with nothing to take and time left: wait again.
+        }
+    }
+
+    /// Leave the queue after a timeout, a close or a cancellation. A giver may
+    /// have filled the slot meanwhile; then the connection is ours.
+    fn abandon_wait(
+        &self,
+        waiter: &Arc<Waiter<M::Connection>>,
+        cancelled: bool,
+        start: Instant,
+    ) -> Result<Conn<M::Connection>, Error> {
+        let mut st = self.lock();
+        let conn = waiter.slot.take();
+        if conn.is_none() {
+            st.waiters.retain(|w| !Arc::ptr_eq(w, waiter));
+        }
+        if cancelled {
+            // Pass a connection we were handed on, then unwind.
+            let wake = conn.and_then(|c| st.deliver_in_use(c));
+            drop(st);
+            if let Some(w) = wake {
+                w.blocker.unpark();
+            }
+            greenpool_runtime::sync::resume_cancel();
+        }
+        match conn {
+            Some(conn) => Ok(conn),
+            None if self.is_closed() => Err(Error::Closed),
+            None => {
+                st.counters.checkout_timeouts += 1;
+                Err(self.timeout_error(&st, start))
+            }
+        }
+    }
+
+    fn timeout_error(&self, st: &PoolState<M::Connection>, start: Instant) -> Error {
+        Error::Timeout {
+            waited: start.elapsed(),
+            size: self.cfg.size,
+            open: st.open(),
+            last_connect_error: st.health.current_error(),
+        }
+    }
+
+    /// A connection comes back from a user in working order.
+    pub fn give_back(self: &Arc<Self>, mut conn: Conn<M::Connection>) {
+        let now = Instant::now();
+        if conn.expires.is_some_and(|at| at <= now) {
+            return self.discard(conn, DiscardReason::Expired);
+        }
+        conn.last_ok = now;
+        let mut st = self.lock();
+        if self.is_closed() {
+            st.in_use -= 1;
+            drop(st);
+            drop(conn);
+            return;
+        }
+        let wake = st.deliver_in_use(conn);
+        drop(st);
+        if let Some(w) = wake {
+            w.blocker.unpark();
+        }
+    }
+
+    /// Close a connection that is counted in `in_use` (`from_checking` for one
+    /// held by a keepalive) and open a replacement in the background.
+    pub fn discard_counted(
+        self: &Arc<Self>,
+        conn: Option<Conn<M::Connection>>,
+        reason: DiscardReason,
+        from_checking: bool,
+    ) {
+        let replace = {
+            let mut st = self.lock();
+            if from_checking {
+                st.checking -= 1;
+            } else {
+                st.in_use -= 1;
+            }
+            st.counters.discarded.count(reason);
+            let replace = !self.is_closed();
+            if replace {
+                st.connecting += 1;
+            }
+            replace
+        };
+        if let Some(c) = &conn {
+            log::debug!(
+                "pool {}: discarding connection #{} ({reason})",
+                self.cfg.name,
+                c.id
+            );
+        }
+        // Close outside the lock: a destructor may do IO.
+        drop(conn);
+        if replace {
+            connector::spawn(self);
+        }
+    }
+
+    /// Discard a connection held by a user.
+    pub fn discard(self: &Arc<Self>, conn: Conn<M::Connection>, reason: DiscardReason) {
+        self.discard_counted(Some(conn), reason, false)
+    }
+
+    /// A connector opened a connection: count it and hand it out.
+    pub fn add_connection(&self, conn: Conn<M::Connection>) {
+        let mut st = self.lock();
+        st.connecting -= 1;
+        if self.is_closed() {
+            drop(st);
+            drop(conn);
+            return;
+        }
+        st.counters.created += 1;
+        st.in_use += 1;
+        let wake = st.deliver_in_use(conn);
+        drop(st);
+        self.ready.notify_all();
+        if let Some(w) = wake {
+            w.blocker.unpark();
+        }
+    }
+
+    /// A keepalive proved a connection alive: put it back.
+    pub fn keepalive_passed(&self, mut conn: Conn<M::Connection>) {
+        conn.last_ok = Instant::now();
+        let mut st = self.lock();
+        st.checking -= 1;
+        st.counters.keepalives += 1;
+        if self.is_closed() {
+            drop(st);
+            drop(conn);
+            return;
+        }
+        st.in_use += 1;
+        let wake = st.deliver_in_use(conn);
+        drop(st);
+        if let Some(w) = wake {
+            w.blocker.unpark();
+        }
+    }
+
+    /// A connector gives up because the pool closed.
+    pub fn connector_exit(&self) {
+        self.lock().connecting -= 1;
+    }
+
+    fn wait_ready(&self, deadline: Deadline, timeout: Duration) -> Result<(), Error> {
+        let start = Instant::now();
+        let mut st = self.lock();
+        loop {
+            if self.is_closed() {
+                return Err(Error::Closed);
+            }
+            if st.open() >= self.cfg.size {
+                return Ok(());
+            }
+            st = match deadline.wait() {
+                Wait::Expired => {
+                    let mut e = self.timeout_error(&st, start);
+                    if let Error::Timeout { waited, .. } = &mut e {
+                        *waited = timeout.max(start.elapsed());
+                    }
+                    return Err(e);
+                }
+                Wait::For(d) => {
+                    self.ready
+                        .wait_timeout(st, d)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
+                Wait::Forever => self.ready.wait(st).unwrap_or_else(|p| p.into_inner()),
+            };
+        }
+    }
+
+    pub fn state(&self) -> State {
+        let st = self.lock();
+        State {
+            size: self.cfg.size,
+            open: st.open(),
+            idle: st.idle.len(),
+            in_use: st.in_use,
+            checking: st.checking,
+            connecting: st.connecting,
+            waiting: st.waiters.len(),
+            closed: self.is_closed(),
+            counters: st.counters,
+        }
+    }
+
+    pub fn close(&self) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (idle, waiters) = {
+            let mut st = self.lock();
+            let idle: Vec<_> = st.idle.drain(..).collect();
+            let waiters: Vec<_> = st.waiters.drain(..).collect();
+            (idle, waiters)
+        };
+        log::info!(
+            "pool {}: closing ({} idle connections closed now, {} waiters woken)",
+            self.cfg.name,
+            idle.len(),
+            waiters.len()
+        );
+        self.close_flag.fire();
+        self.ready.notify_all();
+        for w in waiters {
+            w.blocker.unpark();
+        }
+        drop(idle);
+    }
+}

@@ -1,0 +1,129 @@
+//! Pool state snapshots and counters.
+
+use std::fmt;
+
+/// Why a connection was closed instead of going back into the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DiscardReason {
+    /// Work on it failed with an error in the pool's [`ErrorSet`](crate::ErrorSet).
+    Error,
+    /// The code holding it panicked.
+    Panic,
+    /// [`PooledConnection::discard`](crate::PooledConnection::discard) was called.
+    Explicit,
+    /// [`Manager::has_broken`](crate::Manager::has_broken) said so on return.
+    Broken,
+    /// [`Manager::keepalive`](crate::Manager::keepalive) failed, panicked or
+    /// timed out.
+    Keepalive,
+    /// [`Manager::validate`](crate::Manager::validate) failed, panicked or
+    /// timed out at checkout.
+    Validation,
+    /// It exceeded the idle timeout or its maximum lifetime.
+    Expired,
+}
+
+impl fmt::Display for DiscardReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DiscardReason::Error => "error",
+            DiscardReason::Panic => "panic",
+            DiscardReason::Explicit => "explicit",
+            DiscardReason::Broken => "broken",
+            DiscardReason::Keepalive => "keepalive",
+            DiscardReason::Validation => "validation",
+            DiscardReason::Expired => "expired",
+        })
+    }
+}
+
+/// Connections discarded, by reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Discards {
+    /// Failed with an error in the pool's error set.
+    pub error: u64,
+    /// The holder panicked.
+    pub panic: u64,
+    /// Discarded explicitly.
+    pub explicit: u64,
+    /// Reported broken by `Manager::has_broken`.
+    pub broken: u64,
+    /// Failed a keepalive.
+    pub keepalive: u64,
+    /// Failed validation at checkout.
+    pub validation: u64,
+    /// Idle too long or past its lifetime.
+    pub expired: u64,
+}
+
+impl Discards {
+    /// All discards together.
+    pub fn total(&self) -> u64 {
+        self.error
+            + self.panic
+            + self.explicit
+            + self.broken
+            + self.keepalive
+            + self.validation
+            + self.expired
+    }
+
+    pub(crate) fn count(&mut self, reason: DiscardReason) {
+        let slot = match reason {
+            DiscardReason::Error => &mut self.error,
+            DiscardReason::Panic => &mut self.panic,
+            DiscardReason::Explicit => &mut self.explicit,
+            DiscardReason::Broken => &mut self.broken,
+            DiscardReason::Keepalive => &mut self.keepalive,
+            DiscardReason::Validation => &mut self.validation,
+            DiscardReason::Expired => &mut self.expired,
+        };
+        *slot += 1;
+    }
+}
+
+/// Totals since the pool started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Connections opened.
+    pub created: u64,
+    /// Failed connect attempts (errors and panics of `new_connection`).
+    pub connect_failures: u64,
+    /// Connections closed instead of pooled, by reason.
+    pub discarded: Discards,
+    /// Successful checkouts.
+    pub checkouts: u64,
+    /// Checkouts that had to wait for a connection.
+    pub waited_checkouts: u64,
+    /// Checkouts that gave up with a timeout.
+    pub checkout_timeouts: u64,
+    /// Keepalive calls that succeeded.
+    pub keepalives: u64,
+}
+
+/// A snapshot of a pool, from [`ConnectionPool::state`](crate::ConnectionPool::state).
+///
+/// `open == idle + in_use + checking` and `open + connecting <= size` hold in
+/// every snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct State {
+    /// The configured number of connections.
+    pub size: usize,
+    /// Connections open now.
+    pub open: usize,
+    /// Open and waiting in the pool.
+    pub idle: usize,
+    /// Open and held by a user.
+    pub in_use: usize,
+    /// Open and being checked by a keepalive.
+    pub checking: usize,
+    /// Connections being opened (including those waiting out a backoff).
+    pub connecting: usize,
+    /// Callers waiting for a connection.
+    pub waiting: usize,
+    /// True once the pool is closed.
+    pub closed: bool,
+    /// Totals since the pool started.
+    pub counters: Counters,
+}
