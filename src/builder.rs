@@ -1,5 +1,6 @@
 //! [`Builder`]: every option of a [`ConnectionPool`], validated before use.
 
+use std::marker::PhantomData;
 use std::time::Duration;
 
 use crate::error::BuildError;
@@ -89,13 +90,37 @@ impl Default for Config {
 /// assert!(err.to_string().contains("size"));
 /// # Ok::<(), greenpool::BuildError>(())
 /// ```
-#[derive(Debug, Clone, Default)]
 #[must_use = "a builder does nothing until .build(manager) is called"]
-pub struct Builder {
+pub struct Builder<M: Manager> {
     cfg: Config,
+    _manager: PhantomData<fn() -> M>,
 }
 
-impl Builder {
+impl<M: Manager> Default for Builder<M> {
+    fn default() -> Self {
+        Builder {
+            cfg: Config::default(),
+            _manager: PhantomData,
+        }
+    }
+}
+
+impl<M: Manager> Clone for Builder<M> {
+    fn clone(&self) -> Self {
+        Builder {
+            cfg: self.cfg.clone(),
+            _manager: PhantomData,
+        }
+    }
+}
+
+impl<M: Manager> std::fmt::Debug for Builder<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Builder").field("config", &self.cfg).finish()
+    }
+}
+
+impl<M: Manager> Builder<M> {
     /// A builder with every default.
     pub fn new() -> Self {
         Self::default()
@@ -214,7 +239,7 @@ impl Builder {
     /// Check the settings and start the pool: it returns at once and opens its
     /// connections in the background. Use
     /// [`wait_ready`](ConnectionPool::wait_ready) to wait until they are open.
-    pub fn build<M: Manager>(self, manager: M) -> Result<ConnectionPool<M>, BuildError> {
+    pub fn build(self, manager: M) -> Result<ConnectionPool<M>, BuildError> {
         self.validate()?;
         Ok(ConnectionPool::start(manager, self.cfg))
     }

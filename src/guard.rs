@@ -132,14 +132,10 @@ impl<M: Manager> Drop for PooledConnection<M> {
     }
 }
 
-impl<M: Manager> fmt::Debug for PooledConnection<M>
-where
-    M::Connection: fmt::Debug,
-{
+impl<M: Manager> fmt::Debug for PooledConnection<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PooledConnection")
             .field("id", &self.id())
-            .field("connection", &self.inner().raw)
             .field("marked_broken", &self.is_marked_broken())
             .finish()
     }

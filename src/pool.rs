@@ -157,7 +157,7 @@ impl<M: Manager> ConnectionPool<M> {
     }
 
     /// A [`Builder`] for every option.
-    pub fn builder() -> Builder {
+    pub fn builder() -> Builder<M> {
         Builder::new()
     }
 
@@ -350,7 +350,9 @@ impl<M: Manager> Shared<M> {
         }
         let waiter = Arc::new(Waiter {
             slot: AtomicOption::none(),
-            blocker: Blocker::new(false),
+            // Cancellation must come back to us as an error, not unwind inside
+            // `park`, so that the waiter can leave the queue first.
+            blocker: Blocker::new(true),
         });
         st.waiters.push_back(Arc::clone(&waiter));
         st.counters.waited_checkouts += 1;
