@@ -12,6 +12,7 @@ mod guard;
 mod maintenance;
 mod manager;
 mod pool;
+mod retry;
 mod stats;
 pub mod testing;
 
@@ -24,4 +25,8 @@ pub use error_set::ErrorSet;
 pub use guard::PooledConnection;
 pub use manager::Manager;
 pub use pool::ConnectionPool;
+pub use retry::{
+    retry, Retry, RetryOutcome, DEFAULT_GIVE_UP_MESSAGE, DEFAULT_LOG_TARGET, DEFAULT_MAX_FAILURES,
+    DEFAULT_RETRY_MESSAGE, UNBOUNDED_MIN_INTERVAL,
+};
 pub use stats::{Counters, DiscardReason, Discards, State};

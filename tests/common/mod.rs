@@ -37,6 +37,8 @@ pub struct Mock {
     pub live: Arc<AtomicI64>,
     next_id: AtomicU64,
     pub keepalives: AtomicU64,
+    /// Milliseconds each successful connect takes.
+    pub connect_delay_ms: AtomicU64,
 }
 
 pub struct MockConn {
@@ -64,6 +66,10 @@ impl Manager for Mock {
                 io::ErrorKind::ConnectionRefused,
                 "mock backend refused the connection",
             ));
+        }
+        let delay = self.connect_delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            greenpool::runtime::sleep(Duration::from_millis(delay));
         }
         self.live.fetch_add(1, Ordering::SeqCst);
         Ok(MockConn {
