@@ -517,7 +517,12 @@ impl Endpoint {
 
     /// Start a green thread serving `entry`. Returns `Ok(false)`, without
     /// running `f`, if the entry is already being torn down.
-    pub(crate) fn launch<F>(self: &Arc<Self>, entry: &Arc<Entry>, name: &str, f: F) -> io::Result<bool>
+    pub(crate) fn launch<F>(
+        self: &Arc<Self>,
+        entry: &Arc<Entry>,
+        name: &str,
+        f: F,
+    ) -> io::Result<bool>
     where
         F: FnOnce(&Member) + Send + 'static,
     {
@@ -759,11 +764,7 @@ fn supervisor(ep: Arc<Endpoint>, rx: mpsc::Receiver<Cmd>) {
         let next = limit.map(|limit| {
             let (expired, next) = ep.take_idle(limit);
             for e in &expired {
-                log::debug!(
-                    "{} closing connection {} idle for {limit:?}",
-                    ep.kind,
-                    e.id
-                );
+                log::debug!("{} closing connection {} idle for {limit:?}", ep.kind, e.id);
                 Endpoint::teardown(e, 0);
             }
             next
