@@ -125,6 +125,19 @@ impl Config {
     }
 }
 
+/// Apply the default configuration now, unless a configuration was applied
+/// already. Idempotent and cheap after the first call.
+///
+/// may sizes its pool of reusable coroutine stacks when its scheduler starts,
+/// which happens on the first spawn **or the first `may::net` object**. Every
+/// entry point of this crate calls `init` first; call it yourself (or
+/// [`Config::apply`]) before using may's types directly — for example
+/// [`crate::net::TcpListener::bind`] — as the very first thing, or coroutines
+/// may get may's 32 KiB stacks instead of the configured size.
+pub fn init() {
+    ensure_configured()
+}
+
 /// Apply the default configuration unless someone applied one already.
 pub(crate) fn ensure_configured() {
     if !APPLIED.load(Ordering::Acquire) {

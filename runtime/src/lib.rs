@@ -38,10 +38,10 @@ pub mod sync;
 pub mod task;
 pub mod time;
 
-pub use config::{Config, ConfigError};
+pub use config::{init, Config, ConfigError};
 pub use group::{GreenPool, Group};
 pub use task::{is_green, panic_message, spawn, yield_now, Builder, JoinError, JoinHandle};
-pub use time::{clamp_timeout, sleep, timeout, Deadline, Elapsed, Wait};
+pub use time::{clamp_timeout, sleep, timeout, timeout_with, Deadline, Elapsed, Wait};
 
 /// The underlying coroutine library, for what this crate does not wrap.
 pub use may;

@@ -56,6 +56,7 @@ impl LineClient {
     /// listens, `TimedOut` if the connection is not established in time.
     pub fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<LineClient> {
         let timeout = clamp(timeout);
+        crate::runtime::init();
         let stream = TcpStream::connect_timeout(&addr, timeout)?;
         let _ = stream.set_nodelay(true);
         let mut c = LineClient {

@@ -713,6 +713,8 @@ impl Endpoint {
 #[cfg(unix)]
 fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
     use socket2::{Domain, Socket, Type};
+    // The first may socket starts may's scheduler: configure the runtime first.
+    crate::runtime::init();
     use std::os::unix::io::{FromRawFd, IntoRawFd};
 
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
@@ -729,6 +731,7 @@ fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
 
 #[cfg(not(unix))]
 fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+    crate::runtime::init();
     TcpListener::bind(addr)
 }
 

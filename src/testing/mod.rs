@@ -66,10 +66,12 @@
 
 mod client;
 mod endpoint;
+mod line_manager;
 mod proxy;
 mod server;
 
 pub use client::LineClient;
+pub use line_manager::LineManager;
 pub use proxy::{FaultProxy, UPSTREAM_CONNECT_TIMEOUT};
 pub use server::{TestServer, MAX_LINE};
 
