@@ -1,4 +1,76 @@
-//! greenpool: a gevent-style connection pool on stackful coroutines.
+//! # greenpool
+//!
+//! A gevent-style connection pool on stackful green threads (the `may`
+//! coroutine runtime, wrapped by [`runtime`]). Code written in plain blocking
+//! style runs concurrently in green threads, and the pool keeps `size` live,
+//! healthy connections to a backend for them: it opens them in the
+//! background, discards any that fail (with an error from a configurable
+//! [`ErrorSet`], or a panic), replaces them, keeps idle ones alive, and
+//! [`retry`] runs an operation again on a fresh one.
+//!
+//! You "subclass the pool" by implementing [`Manager`]: how to open a
+//! connection (any set-up; the connection can be any value) and, optionally,
+//! how to prove an idle one is alive.
+//!
+//! ```
+//! use greenpool::{retry, ConnectionPool, Manager};
+//! use greenpool::runtime::{net::{connect, ConnectOptions, TcpStream}, spawn};
+//! use greenpool::testing::TestServer;
+//! use std::io::{self, BufRead, BufReader, Write};
+//! use std::time::Duration;
+//!
+//! struct Line { addr: String }
+//!
+//! impl Manager for Line {
+//!     type Connection = BufReader<TcpStream>;
+//!     type Error = io::Error;
+//!     fn new_connection(&self) -> io::Result<Self::Connection> {
+//!         Ok(BufReader::new(connect(&self.addr, &ConnectOptions::default())?))
+//!     }
+//!     fn keepalive(&self, c: &mut Self::Connection) -> io::Result<()> {
+//!         request(c, "PING").map(drop)
+//!     }
+//! }
+//!
+//! fn request(c: &mut BufReader<TcpStream>, line: &str) -> io::Result<String> {
+//!     writeln!(c.get_mut(), "{line}")?;
+//!     let mut reply = String::new();
+//!     c.read_line(&mut reply)?;
+//!     Ok(reply.trim_end().to_owned())
+//! }
+//!
+//! // An embedded server for the example; a real program connects elsewhere.
+//! let server = TestServer::start()?;
+//! let pool = ConnectionPool::builder()
+//!     .size(4)
+//!     .keepalive(Duration::from_secs(30))
+//!     .build(Line { addr: server.addr().to_string() })?;
+//!
+//! // 100 green threads share the 4 connections.
+//! let workers: Vec<_> = (0..100)
+//!     .map(|i| {
+//!         let pool = pool.clone();
+//!         spawn(move || retry(|| pool.with(|c| request(c, &format!("ECHO {i}")))))
+//!     })
+//!     .collect();
+//! for (i, w) in workers.into_iter().enumerate() {
+//!     assert_eq!(w.join().unwrap()?, i.to_string());
+//! }
+//!
+//! // The server resets every connection: the pool discards them as they fail,
+//! // and retry runs each request again on a fresh connection.
+//! server.reset_all();
+//! for _ in 0..10 {
+//!     assert_eq!(retry(|| pool.with(|c| request(c, "PING")))?, "PONG");
+//! }
+//! assert!(server.accepted() <= 8);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! What blocks: [`ConnectionPool::get`] and [`ConnectionPool::with`] block the
+//! calling green thread (or OS thread) until a connection is free, up to the
+//! checkout timeout; everything else returns at once. See [`Builder`] for
+//! every option and its default.
 
 #![warn(missing_docs)]
 
@@ -30,3 +102,8 @@ pub use retry::{
     DEFAULT_RETRY_MESSAGE, UNBOUNDED_MIN_INTERVAL,
 };
 pub use stats::{Counters, DiscardReason, Discards, State};
+
+/// The README's examples, compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
