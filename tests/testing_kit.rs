@@ -275,9 +275,12 @@ fn server_refuse_resets_new_connections() {
     let _g = shared();
     let server = TestServer::start().unwrap();
     let mut old = client(server.addr());
+    // `connect` returns once the kernel completed the handshake, possibly
+    // before the server accepted: wait, or `old` would be refused too.
+    assert!(server.wait_accepted(1, WAIT));
     server.set_refuse(true);
     assert_accept_then_reset(server.addr());
-    assert!(server.wait_for(|s| s.refused() == 1, WAIT));
+    assert!(server.wait_for(|s| s.refused() == 1, WAIT), "{server:?}");
     assert_eq!(server.accepted(), 2);
     old.ping().unwrap(); // existing connections are not affected
     server.set_refuse(false);
@@ -351,8 +354,8 @@ fn proxy_forwards_both_ways_and_passes_close_on() {
     let proxy = FaultProxy::start(server.addr()).unwrap();
     assert_eq!(proxy.upstream(), server.addr());
     let mut a = client(proxy.addr());
-    let mut b = client(proxy.addr());
     assert_eq!(a.id().unwrap(), 1);
+    let mut b = client(proxy.addr());
     assert_eq!(b.id().unwrap(), 2);
     let big = "x".repeat(60_000);
     let reply = a.request(&format!("ECHO {big}")).unwrap();
@@ -537,4 +540,52 @@ fn dropping_closes_connections_and_leaks_no_fds() {
         );
         sleep(Duration::from_millis(5));
     }
+}
+
+#[test]
+fn handles_are_shared_and_the_last_one_stops() {
+    fn send_sync<T: Send + Sync + Clone + std::fmt::Debug>() {}
+    send_sync::<TestServer>();
+    send_sync::<FaultProxy>();
+
+    let _g = shared();
+    let server = TestServer::start().unwrap();
+    let addr = server.addr();
+    let other = server.clone();
+    drop(server);
+    client(addr).ping().unwrap(); // a clone keeps it running
+    let in_thread = other.clone();
+    std::thread::spawn(move || drop(in_thread)).join().unwrap();
+    client(addr).ping().unwrap();
+    assert!(format!("{other:?}").contains("accepted: 2"));
+    drop(other);
+    assert_refused(addr);
+}
+
+#[test]
+fn reset_while_stalled_and_concurrent_shutdown() {
+    let _g = shared();
+    let server = TestServer::start().unwrap();
+    let proxy = FaultProxy::start(server.addr()).unwrap();
+    let mut c = client(proxy.addr());
+    c.ping().unwrap();
+    server.set_stall(true);
+    proxy.set_stall(true);
+    c.send("PING").unwrap();
+    // Green threads waiting on the stall are cancelled like any other.
+    assert_eq!(proxy.reset_all(), 1);
+    assert_reset(c.read_line());
+    let mut d = client(server.addr());
+    d.send("PING").unwrap();
+    assert!(server.wait_requests(2, WAIT)); // read, held by the stall
+    let s2 = server.clone();
+    let t = std::thread::spawn(move || s2.shutdown());
+    server.shutdown();
+    t.join().unwrap();
+    assert_eq!(
+        server.open(),
+        0,
+        "both shutdowns return once everything is closed"
+    );
+    assert_eof(d.read_line());
 }

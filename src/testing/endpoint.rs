@@ -463,33 +463,33 @@ impl Endpoint {
     /// Stop everything: accept loop, supervisor, connections (closed
     /// gracefully). Idempotent.
     pub(crate) fn shutdown(self: &Arc<Self>) {
-        let supervisor = {
-            let mut lc = self.lifecycle();
-            if lc.shut_down {
-                return;
-            }
-            lc.shut_down = true;
-            Self::stop_listening(&mut lc);
-            lc.supervisor.take()
-        };
-        if let Some(h) = supervisor {
+        // Held throughout, so a concurrent `shutdown` (or `stop`/`restart`)
+        // returns only once this one has finished. Nothing below takes it.
+        let mut lc = self.lifecycle();
+        if lc.shut_down {
+            return;
+        }
+        lc.shut_down = true;
+        Self::stop_listening(&mut lc);
+        if let Some(h) = lc.supervisor.take() {
             // Not cancelled: it may be in the middle of closing a connection
             // it has already taken out of the registry. It finishes that first.
             self.command(Cmd::Stop);
             h.wait();
         }
-        self.gate.set_closed(false);
+        // Stalled green threads are cancelled like the others; their held
+        // requests are never answered.
         self.close_all(0);
         if !self.wait_until(SHUTDOWN_GRACE, || self.open() == 0) {
             log::warn!(
                 "{} on {}: {} connection(s) still closing after {:?}",
                 self.kind,
-                self.addr(),
+                lc.addr,
                 self.open(),
                 SHUTDOWN_GRACE
             );
         }
-        log::debug!("{} on {} shut down", self.kind, self.addr());
+        log::debug!("{} on {} shut down", self.kind, lc.addr);
     }
 
     // ----- connections -----

@@ -40,6 +40,15 @@ const BUF_SIZE: usize = 16 * 1024;
 /// gracefully and waits until all its green threads have finished and all
 /// its sockets are closed.
 ///
+/// # What blocks
+///
+/// The counters and the `set_*` knobs never block. `reset_all`,
+/// `close_all`, `stop`, `restart` and `shutdown` block until the sockets
+/// concerned are closed or bound — normally well under a millisecond per
+/// connection — and `shutdown` gives up waiting for stragglers after 5 s.
+/// The `wait_*` methods block until their condition holds, at most their
+/// timeout.
+///
 /// # Example
 ///
 /// ```
@@ -153,7 +162,10 @@ impl FaultProxy {
     /// client's `connect` succeeds and its first read or write fails with
     /// `ConnectionReset` (or, if the reset arrives before the client is told
     /// the handshake completed, `connect` itself fails with
-    /// `ConnectionReset`). Such connections count in
+    /// `ConnectionReset`). It applies to connections accepted after the call,
+    /// which can include a client whose `connect` already returned (the
+    /// kernel completes the handshake before the server accepts): wait with
+    /// `wait_accepted` first if that matters. Such connections count in
     /// [`accepted`](Self::accepted) and [`refused`](Self::refused). For
     /// `connect` itself to fail with `ConnectionRefused`, use
     /// [`stop`](Self::stop). Never blocks.
