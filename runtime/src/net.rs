@@ -23,6 +23,9 @@
 //! a blocking `getaddrinfo` *on the worker thread*, stalling every green
 //! thread scheduled there; use [`connect`] instead. To tune a may stream with
 //! socket2 use `SockRef::from(stream.inner())` (may's stream has no `AsFd`).
+//! After a read or write on a may stream returns `TimedOut` inside a green
+//! thread, call [`after_io_timeout`] before waking other green threads, or
+//! they may wait seconds to run.
 
 use std::fmt;
 use std::io;
@@ -161,6 +164,29 @@ impl Drop for SlotGuard {
 fn after_timed_wake() {
     if is_green() {
         may::coroutine::yield_now();
+    }
+}
+
+/// Call this in a green thread right after a may IO call (connect, read,
+/// write, accept) returned [`io::ErrorKind::TimedOut`], before waking any
+/// other green thread (sending on a channel, releasing a lock or semaphore,
+/// returning a connection to a pool). Does nothing on a plain OS thread.
+///
+/// Why: may resumes a coroutine whose IO timed out from inside the worker's
+/// event loop, *after* that loop has drained its ready queue. Whatever the
+/// coroutine makes runnable from there — another green thread it wakes, or
+/// itself via `yield_now` — waits in that worker's local queue until the
+/// loop's next epoll wake-up, which can be as late as the worker's next
+/// pending IO timer: seconds (measured: a wake-up delayed 4.5 s behind a
+/// leftover 5 s connect timer). This function sleeps 1 ms, which parks the
+/// coroutine on may's timer thread; from there it comes back to a worker
+/// through the global queue, with a wake-up, and everything works normally
+/// again. It costs 1 ms on a path that has already waited a whole timeout.
+///
+/// [`connect`] and [`connect_addr`] call it themselves.
+pub fn after_io_timeout() {
+    if is_green() {
+        crate::time::sleep(MIN_WAIT);
     }
 }
 
@@ -507,14 +533,17 @@ impl ConnectOptions {
 
     /// Time limit for each read on the new stream (default `None`: wait
     /// forever). A read that times out returns [`io::ErrorKind::TimedOut`] and
-    /// leaves the stream usable. Zero is rejected; under 1 ms counts as 1 ms.
+    /// leaves the stream usable; in a green thread, call [`after_io_timeout`]
+    /// next. Zero is rejected; under 1 ms counts as 1 ms.
     pub fn read_timeout(mut self, d: Option<Duration>) -> Self {
         self.read_timeout = d;
         self
     }
 
     /// Time limit for each write on the new stream (default `None`: wait
-    /// forever). Zero is rejected; under 1 ms counts as 1 ms.
+    /// forever). As with reads, call [`after_io_timeout`] after a write
+    /// timed out in a green thread. Zero is rejected; under 1 ms counts as
+    /// 1 ms.
     pub fn write_timeout(mut self, d: Option<Duration>) -> Self {
         self.write_timeout = d;
         self
@@ -711,10 +740,7 @@ fn attempt(addr: SocketAddr, opts: &ConnectOptions) -> io::Result<TcpStream> {
     match TcpStream::connect_timeout(&addr, limit) {
         Ok(s) => Ok(s),
         Err(e) if e.kind() == io::ErrorKind::TimedOut => {
-            // may fires IO timeouts from the worker's event loop, not the
-            // timer thread, but yielding once is cheap insurance that the
-            // caller continues on a worker.
-            after_timed_wake();
+            after_io_timeout();
             Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 format!(
