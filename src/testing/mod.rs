@@ -18,6 +18,8 @@
 //! - [`FaultProxy`]: the same knobs as a TCP proxy in front of any server,
 //!   for protocols the embedded server does not speak.
 //! - [`LineClient`]: a small blocking client for the line protocol.
+//! - [`LineManager`]: a [`Manager`](crate::Manager) whose connections are
+//!   [`LineClient`]s, for pool tests against the embedded server.
 //! - [`fd_count`]: open file descriptors of the process (Linux), to check
 //!   that nothing leaks.
 //!
