@@ -209,6 +209,11 @@ impl<M: Manager> Builder<M> {
     /// when it has been idle at least `idle` (default
     /// [`DEFAULT_VALIDATE_AFTER`]); a connection that fails is discarded and
     /// the caller gets another. `Duration::ZERO` validates on every checkout.
+    ///
+    /// Idle times (here, for keepalive and for the idle timeout) are measured
+    /// on the pool's coarse clock, so that a checkout reads no system clock.
+    /// Its resolution is the maintenance tick: a quarter of the shortest of
+    /// these intervals, between 10 ms and 1 s.
     pub fn validate_after(mut self, idle: Duration) -> Self {
         self.cfg.validate_after = Some(idle);
         self

@@ -72,15 +72,15 @@ fn opened<M: Manager>(shared: &Arc<Shared<M>>, mut raw: M::Connection) {
     if learn {
         learn_server_idle_timeout(shared, &mut raw);
     }
-    let now = Instant::now();
+    let now = shared.clock.refresh();
     let expires = shared
         .cfg
         .max_lifetime
-        .map(|life| now + life.mul_f64(1.0 - 0.1 * unit_random()));
+        .map(|life| now.plus(life.mul_f64(1.0 - 0.1 * unit_random())));
     let conn = Conn {
         raw,
         id: shared.next_id(),
-        created: now,
+        created: Instant::now(),
         last_ok: now,
         expires,
     };
@@ -98,6 +98,7 @@ fn learn_server_idle_timeout<M: Manager>(shared: &Arc<Shared<M>>, raw: &mut M::C
                 shared.cfg.name
             );
             shared.lock().learnt_keepalive = Some(interval);
+            shared.maintenance_wake.notify_all();
         }
     }
 }

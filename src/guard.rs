@@ -5,7 +5,7 @@ use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::manager::Manager;
 use crate::pool::{Conn, Shared};
@@ -85,11 +85,6 @@ impl<M: Manager> PooledConnection<M> {
     /// How long ago the connection was opened.
     pub fn age(&self) -> Duration {
         self.inner().created.elapsed()
-    }
-
-    /// When the connection was last known to work.
-    pub fn last_ok(&self) -> Instant {
-        self.inner().last_ok
     }
 }
 

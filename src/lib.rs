@@ -77,6 +77,7 @@
 pub use greenpool_runtime as runtime;
 
 mod builder;
+mod clock;
 mod connector;
 mod error;
 mod error_set;

@@ -9,7 +9,7 @@
 
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::manager::Manager;
 use crate::pool::{Conn, Shared};
@@ -42,9 +42,19 @@ pub(crate) fn spawn<M: Manager>(shared: &Arc<Shared<M>>) {
 
 fn run<M: Manager>(shared: Arc<Shared<M>>) {
     loop {
-        let fired = shared.close_flag.wait_timeout(tick(&shared));
+        {
+            let st = shared.lock();
+            if shared.is_closed() {
+                return;
+            }
+            // Computed under the lock, so a keepalive learnt meanwhile (which
+            // notifies under the same lock) is never missed.
+            let tick = tick(&shared, st.learnt_keepalive);
+            let _ = shared.maintenance_wake.wait_timeout(st, tick);
+        }
+        // A timed-out wait resumes on may's timer thread; go back to a worker.
         greenpool_runtime::yield_now();
-        if fired || shared.is_closed() {
+        if shared.is_closed() {
             return;
         }
         sweep(&shared);
@@ -55,11 +65,14 @@ fn keepalive_interval<M: Manager>(shared: &Shared<M>) -> Option<Duration> {
     shared.cfg.keepalive.or_else(|| shared.lock().learnt_keepalive)
 }
 
-fn tick<M: Manager>(shared: &Shared<M>) -> Duration {
+fn tick<M: Manager>(shared: &Shared<M>, learnt_keepalive: Option<Duration>) -> Duration {
+    // The tick is also the resolution of the pool's coarse clock, which
+    // measures idle times: keep it well inside every interval it measures.
     [
-        keepalive_interval(shared),
+        shared.cfg.keepalive.or(learnt_keepalive),
         shared.cfg.idle_timeout,
         shared.cfg.max_lifetime,
+        shared.cfg.validate_after.filter(|d| !d.is_zero()),
     ]
     .into_iter()
     .flatten()
@@ -72,14 +85,14 @@ fn tick<M: Manager>(shared: &Shared<M>) -> Duration {
 /// One maintenance pass.
 fn sweep<M: Manager>(shared: &Arc<Shared<M>>) {
     let keepalive = keepalive_interval(shared);
-    let now = Instant::now();
+    let now = shared.clock.refresh();
     let (expired, due, deficit) = {
         let mut st = shared.lock();
         let mut expired = Vec::new();
         let mut due = Vec::new();
         let idle = std::mem::take(&mut st.idle);
         for conn in idle {
-            let idle_for = now.saturating_duration_since(conn.last_ok);
+            let idle_for = now.since(conn.last_ok);
             if conn.expires.is_some_and(|at| at <= now)
                 || shared.cfg.idle_timeout.is_some_and(|t| idle_for >= t)
             {
@@ -126,7 +139,7 @@ fn take_idle<M: Manager>(
     let pos = st
         .idle
         .iter()
-        .position(|c| c.id == id && c.last_ok.elapsed() >= k)?;
+        .position(|c| c.id == id && shared.clock.now().since(c.last_ok) >= k)?;
     let conn = st.idle.remove(pos)?;
     st.checking += 1;
     Some(conn)
@@ -137,7 +150,7 @@ pub(crate) fn needs_validation<M: Manager>(shared: &Shared<M>, conn: &Conn<M::Co
     shared
         .cfg
         .validate_after
-        .is_some_and(|t| conn.last_ok.elapsed() >= t)
+        .is_some_and(|t| shared.clock.now().since(conn.last_ok) >= t)
 }
 
 /// Validate a checked-out connection. On failure it is discarded (and
@@ -148,7 +161,7 @@ pub(crate) fn validate<M: Manager>(
 ) -> Result<Conn<M::Connection>, ()> {
     match check(shared, conn, Check::Validate) {
         Ok(mut conn) => {
-            conn.last_ok = Instant::now();
+            conn.last_ok = shared.clock.refresh();
             Ok(conn)
         }
         Err(conn) => {

@@ -19,6 +19,7 @@ use greenpool_runtime::sync::{AtomicOption, Blocker, Condvar, Mutex, MutexGuard,
 use greenpool_runtime::{Deadline, Wait};
 
 use crate::builder::{Builder, Config};
+use crate::clock::{CoarseClock, Millis};
 use crate::connector::{self, ConnectHealth};
 use crate::error::Error;
 use crate::guard::PooledConnection;
@@ -83,10 +84,11 @@ pub(crate) struct Conn<C> {
     pub id: u64,
     pub created: Instant,
     /// Last time the connection was known to work: returned by a user after
-    /// work that did not fail, or passed a keepalive.
-    pub last_ok: Instant,
-    /// When the connection reaches its maximum lifetime (with jitter).
-    pub expires: Option<Instant>,
+    /// work that did not fail, or passed a keepalive (coarse clock).
+    pub last_ok: Millis,
+    /// When the connection reaches its maximum lifetime, with jitter (coarse
+    /// clock).
+    pub expires: Option<Millis>,
 }
 
 /// A caller blocked in `get`. The giver fills `slot` under the pool lock,
@@ -145,7 +147,11 @@ pub(crate) struct Shared<M: Manager> {
     closed: AtomicBool,
     /// Fired on close: wakes background tasks out of their sleeps.
     pub close_flag: SyncFlag,
+    /// Wakes the maintenance green thread early: on close, and when its tick
+    /// must change (a keepalive interval was learnt from the server).
+    pub maintenance_wake: Condvar,
     next_id: AtomicU64,
+    pub clock: CoarseClock,
 }
 
 impl<M: Manager> ConnectionPool<M> {
@@ -179,7 +185,9 @@ impl<M: Manager> ConnectionPool<M> {
             ready: Condvar::new(),
             closed: AtomicBool::new(false),
             close_flag: SyncFlag::new(),
+            maintenance_wake: Condvar::new(),
             next_id: AtomicU64::new(1),
+            clock: CoarseClock::new(),
             cfg,
         });
         log::debug!(
@@ -211,30 +219,40 @@ impl<M: Manager> ConnectionPool<M> {
     /// discarded and replaced by the next; the caller never sees it.
     /// Fails with [`Error::Closed`] once the pool is closed.
     pub fn get(&self) -> Result<PooledConnection<M>, Error> {
-        let deadline = match self.shared().cfg.checkout_timeout {
-            Some(d) => Deadline::after(d),
-            None => Deadline::never(),
-        };
-        self.get_by(deadline)
+        self.get_by(self.shared().cfg.checkout_timeout)
     }
 
     /// [`get`](Self::get) with this timeout instead of the pool's.
     /// `Duration::ZERO` never waits (like [`try_get`](Self::try_get)).
     pub fn get_timeout(&self, timeout: Duration) -> Result<PooledConnection<M>, Error> {
-        self.get_by(Deadline::after(timeout))
+        self.get_by(Some(timeout))
     }
 
     /// Check out an idle connection without waiting; fails with
     /// [`Error::Timeout`] when none is idle.
     pub fn try_get(&self) -> Result<PooledConnection<M>, Error> {
-        self.get_by(Deadline::after(Duration::ZERO))
+        self.get_by(Some(Duration::ZERO))
     }
 
-    fn get_by(&self, deadline: Deadline) -> Result<PooledConnection<M>, Error> {
-        let start = Instant::now();
+    /// Check out with a timeout (`None`: wait forever).
+    fn get_by(&self, timeout: Option<Duration>) -> Result<PooledConnection<M>, Error> {
         let shared = self.shared();
+        // Read the clock only if we have to wait: the fast path takes none.
+        let mut waiting_since: Option<(Instant, Deadline)> = None;
         loop {
-            let mut conn = shared.checkout(deadline, start)?;
+            let mut conn = match shared.try_checkout()? {
+                Some(conn) => conn,
+                None => {
+                    let (start, deadline) = *waiting_since.get_or_insert_with(|| {
+                        let deadline = match timeout {
+                            Some(d) => Deadline::after(d),
+                            None => Deadline::never(),
+                        };
+                        (Instant::now(), deadline)
+                    });
+                    shared.checkout(deadline, start)?
+                }
+            };
             if maintenance::needs_validation(shared, &conn) {
                 match maintenance::validate(shared, conn) {
                     Ok(c) => conn = c,
@@ -333,6 +351,18 @@ impl<M: Manager> Shared<M> {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// Take an idle connection if there is one; never waits.
+    fn try_checkout(&self) -> Result<Option<Conn<M::Connection>>, Error> {
+        let mut st = self.lock();
+        if self.is_closed() {
+            return Err(Error::Closed);
+        }
+        Ok(st.idle.pop_back().inspect(|_| {
+            st.in_use += 1;
+            st.counters.checkouts += 1;
+        }))
+    }
+
     /// Take an idle connection, or wait in line for one until `deadline`.
     fn checkout(&self, deadline: Deadline, start: Instant) -> Result<Conn<M::Connection>, Error> {
         let mut st = self.lock();
@@ -418,7 +448,7 @@ impl<M: Manager> Shared<M> {
 
     /// A connection comes back from a user in working order.
     pub fn give_back(self: &Arc<Self>, mut conn: Conn<M::Connection>) {
-        let now = Instant::now();
+        let now = self.clock.now();
         if conn.expires.is_some_and(|at| at <= now) {
             return self.discard(conn, DiscardReason::Expired);
         }
@@ -499,7 +529,7 @@ impl<M: Manager> Shared<M> {
 
     /// A keepalive proved a connection alive: put it back.
     pub fn keepalive_passed(&self, mut conn: Conn<M::Connection>) {
-        conn.last_ok = Instant::now();
+        conn.last_ok = self.clock.refresh();
         let mut st = self.lock();
         st.checking -= 1;
         st.counters.keepalives += 1;
@@ -583,6 +613,7 @@ impl<M: Manager> Shared<M> {
         );
         self.close_flag.fire();
         self.ready.notify_all();
+        self.maintenance_wake.notify_all();
         for w in waiters {
             w.blocker.unpark();
         }

@@ -22,6 +22,7 @@
 //!   [`LineClient`]s, for pool tests against the embedded server.
 //! - [`fd_count`]: open file descriptors of the process (Linux), to check
 //!   that nothing leaks.
+//! - [`redis`]: a real `redis-server` process for tests; [`resp`]: a RESP2 client and its pool `Manager`.
 //!
 //! Everything runs on the green-thread runtime ([`crate::runtime`]) and can
 //! be driven from a plain `#[test]` thread or from green threads. Servers and
@@ -70,6 +71,8 @@ mod client;
 mod endpoint;
 mod line_manager;
 mod proxy;
+pub mod redis;
+pub mod resp;
 mod server;
 
 pub use client::LineClient;

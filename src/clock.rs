@@ -1,0 +1,70 @@
+//! A coarse per-pool clock, so that the checkout path reads no system clock.
+//!
+//! `Instant::now()` costs ~25 ns here, a quarter of a whole get-and-return.
+//! Idle times only need the resolution of the maintenance tick, so the pool
+//! keeps a millisecond counter that the maintenance green thread (and anything
+//! else that reads the real clock anyway) refreshes; reading it is one relaxed
+//! atomic load.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Milliseconds since the pool's epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Millis(u64);
+
+impl Millis {
+    /// `self + d`, saturating.
+    pub fn plus(self, d: Duration) -> Millis {
+        Millis(self.0.saturating_add(d.as_millis().min(u64::MAX as u128) as u64))
+    }
+
+    /// How long after `earlier` this is (zero if it is not later).
+    pub fn since(self, earlier: Millis) -> Duration {
+        Duration::from_millis(self.0.saturating_sub(earlier.0))
+    }
+}
+
+pub(crate) struct CoarseClock {
+    epoch: Instant,
+    now_ms: AtomicU64,
+}
+
+impl CoarseClock {
+    pub fn new() -> Self {
+        CoarseClock {
+            epoch: Instant::now(),
+            now_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// The time as of the last refresh: behind the real time by at most the
+    /// maintenance tick.
+    pub fn now(&self) -> Millis {
+        Millis(self.now_ms.load(Ordering::Relaxed))
+    }
+
+    /// Read the real clock, publish it, and return it. Never goes backwards.
+    pub fn refresh(&self) -> Millis {
+        let ms = self.epoch.elapsed().as_millis().min(u64::MAX as u128) as u64;
+        let prev = self.now_ms.fetch_max(ms, Ordering::Relaxed);
+        Millis(prev.max(ms))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refresh_moves_forward_and_now_follows() {
+        let c = CoarseClock::new();
+        let a = c.refresh();
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(c.now(), a, "now() is the last refresh");
+        let b = c.refresh();
+        assert!(b.since(a) >= Duration::from_millis(5));
+        assert_eq!(a.since(b), Duration::ZERO);
+        assert_eq!(a.plus(Duration::from_millis(7)).since(a), Duration::from_millis(7));
+    }
+}
