@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 use std::error::Error as StdError;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, TryLockError};
 use std::time::{Duration, Instant};
 
 use greenpool_runtime::sync::{AtomicOption, Blocker, Condvar, Mutex, MutexGuard, SyncFlag};
@@ -340,7 +340,28 @@ impl<M: Manager> Shared<M> {
     pub fn lock(&self) -> MutexGuard<'_, PoolState<M::Connection>> {
         // The lock is never held across user code, so poisoning can only come
         // from a bug in this module; the state is still consistent then.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        match self.state.try_lock() {
+            Ok(guard) => guard,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) if std::thread::panicking() => self.lock_unwinding(),
+            Err(TryLockError::WouldBlock) => self.state.lock().unwrap_or_else(|p| p.into_inner()),
+        }
+    }
+
+    /// Take the lock while unwinding, e.g. a guard dropped in a green thread
+    /// that was cancelled. Such a green thread must not park: may would raise
+    /// its cancellation again inside the unwind and abort the process. The
+    /// lock is only ever held for a few instructions and never across a
+    /// blocking call, so waiting for it without parking is short.
+    #[cold]
+    fn lock_unwinding(&self) -> MutexGuard<'_, PoolState<M::Connection>> {
+        loop {
+            match self.state.try_lock() {
+                Ok(guard) => return guard,
+                Err(TryLockError::Poisoned(p)) => return p.into_inner(),
+                Err(TryLockError::WouldBlock) => std::thread::yield_now(),
+            }
+        }
     }
 
     pub fn is_closed(&self) -> bool {

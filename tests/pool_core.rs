@@ -424,3 +424,21 @@ fn discard_reasons_are_counted_separately() {
     assert_eq!(d.total(), 1);
     assert_eq!(DiscardReason::Keepalive.to_string(), "keepalive");
 }
+
+#[test]
+fn a_guard_held_by_a_cancelled_green_thread_is_discarded_not_leaked() {
+    let p = pool(2);
+    let p2 = p.clone();
+    // `timeout` cancels the green thread while it holds a guard: the guard is
+    // dropped during the unwind, which must neither park nor lose the slot.
+    let r = runtime::timeout(Duration::from_millis(50), move || {
+        let _r: io::Result<()> = p2.with(|_c| {
+            runtime::sleep(Duration::from_secs(60));
+            Ok(())
+        });
+    });
+    assert!(r.is_err());
+    assert!(wait_until(LONG, || p.state().counters.discarded.panic == 1));
+    assert!(wait_until(LONG, || p.state().open == 2));
+    assert_eq!(p.state().in_use, 0);
+}
