@@ -22,7 +22,7 @@
 //!   [`LineClient`]s, for pool tests against the embedded server.
 //! - [`fd_count`]: open file descriptors of the process (Linux), to check
 //!   that nothing leaks.
-//! - [`redis`]: a real `redis-server` process for tests; [`resp`]: a RESP2 client and its pool `Manager`.
+//! - [`redis`], [`resp`]: a real `redis-server` for tests; a RESP2 client.
 //!
 //! Everything runs on the green-thread runtime ([`crate::runtime`]) and can
 //! be driven from a plain `#[test]` thread or from green threads. Servers and

@@ -518,13 +518,15 @@ impl RespConnection {
                 "a command needs at least its name; nothing was sent".to_owned(),
             ));
         };
-        let name = String::from_utf8_lossy(name.as_ref()).into_owned();
+        // Only error messages need the name as text.
+        let name = || String::from_utf8_lossy(name.as_ref()).into_owned();
         if let Some(why) = &self.broken {
             return Err(RespError::Io(io::Error::new(
                 io::ErrorKind::NotConnected,
                 format!(
-                    "{name} not sent: this connection to {} failed earlier ({why}) and may \
+                    "{} not sent: this connection to {} failed earlier ({why}) and may \
                      be out of step with the server; drop it and connect again",
+                    name(),
                     self.peer_name()
                 ),
             )));
@@ -538,13 +540,13 @@ impl RespConnection {
             self.out.clear();
         }
         if let Err(e) = sent {
-            return Err(self.fail(RespError::Io(e), &format!("sending {name} to")));
+            return Err(self.fail(RespError::Io(e), &format!("sending {} to", name())));
         }
 
         match read_value(&mut self.reader, 0) {
             Ok(Value::Error(msg)) => Err(RespError::Server(msg)),
             Ok(v) => Ok(v),
-            Err(e) => Err(self.fail(e, &format!("reading the reply to {name} from"))),
+            Err(e) => Err(self.fail(e, &format!("reading the reply to {} from", name()))),
         }
     }
 

@@ -1,0 +1,446 @@
+//! Tests of the Redis test kit (`greenpool::testing::{redis, resp}`) against
+//! a real `redis-server` started by each test on its own ephemeral port.
+//! Every wait has a deadline; nothing sleeps and hopes.
+//!
+//! Without `redis-server` installed these tests print a loud SKIPPED
+//! message and pass, except under CI (`$CI` set), where they fail.
+
+use std::io::ErrorKind;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use greenpool::runtime::net::ConnectOptions;
+use greenpool::testing::redis::{redis_available, RedisServer};
+use greenpool::testing::resp::{RedisManager, RespConnection, RespError, Value};
+use greenpool::{ConnectionPool, ErrorSet, Manager, Retry};
+
+/// Generous bound for anything that should happen "at once"; only reached
+/// when a test fails.
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A fresh server, or `None` (after a loud message) if redis-server is not
+/// installed and we are not under CI.
+fn server() -> Option<RedisServer> {
+    match RedisServer::start() {
+        Ok(s) => Some(s),
+        Err(e) if e.kind() == ErrorKind::NotFound && std::env::var_os("CI").is_none() => {
+            eprintln!("\n********\n*** SKIPPED (redis-server missing): {e}\n********\n");
+            None
+        }
+        Err(e) => panic!("cannot start redis-server: {e}"),
+    }
+}
+
+/// Wait until `cond` holds, polling every 2 ms, for at most `limit`.
+fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        if cond() {
+            return true;
+        }
+        if start.elapsed() >= limit {
+            return false;
+        }
+        greenpool::runtime::sleep(Duration::from_millis(2));
+    }
+}
+
+fn opts() -> ConnectOptions {
+    ConnectOptions::new()
+        .connect_timeout(Duration::from_secs(5))
+        .read_timeout(Some(Duration::from_secs(5)))
+        .write_timeout(Some(Duration::from_secs(5)))
+}
+
+/// True if process `pid` exists as a redis-server, running or zombie
+/// (a zombie keeps its `/proc/<pid>/stat` until it is reaped).
+fn redis_process_exists(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let comm = stat
+        .split_once('(')
+        .and_then(|(_, rest)| rest.rsplit_once(')'))
+        .map(|(comm, _)| comm);
+    comm.is_some_and(|c| c.starts_with("redis-server"))
+}
+
+fn assert_io(err: &RespError) {
+    assert!(
+        matches!(err, RespError::Io(_)),
+        "expected an io error, got {err}"
+    );
+    assert!(
+        ErrorSet::io().matches(err),
+        "ErrorSet::io() does not match {err}"
+    );
+}
+
+#[test]
+fn ping_set_get_round_trip() {
+    let Some(s) = server() else { return };
+    assert!(redis_available());
+    let mut c = s.client().unwrap();
+    c.ping().unwrap();
+    c.set("greeting", "hello").unwrap();
+    assert_eq!(c.get("greeting").unwrap().as_deref(), Some(&b"hello"[..]));
+    assert_eq!(c.get("missing").unwrap(), None);
+
+    // Binary-safe and big: every byte value, CRLFs included, 1 MiB.
+    let blob: Vec<u8> = (0..=255u8).cycle().take(1 << 20).collect();
+    c.set(b"blob", &blob).unwrap();
+    assert_eq!(c.get(b"blob").unwrap(), Some(blob));
+
+    // Integers, arrays, nil elements.
+    let n = c.command(&["RPUSH", "list", "a", "b", "c"]).unwrap();
+    assert_eq!(n, Value::Int(3));
+    let items = c.command(&["LRANGE", "list", "0", "-1"]).unwrap();
+    let items: Vec<_> = items
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(items, ["a", "b", "c"]);
+    let mget = c.command(&["MGET", "greeting", "missing"]).unwrap();
+    assert_eq!(
+        mget,
+        Value::Array(Some(vec![
+            Value::Bulk(Some(b"hello".to_vec())),
+            Value::Bulk(None)
+        ]))
+    );
+
+    // An error reply is Err(Server), not an io error, and leaves the
+    // connection usable.
+    let err = c.command(&["INCR", "greeting"]).unwrap_err();
+    assert!(
+        matches!(&err, RespError::Server(m) if m.starts_with("ERR")),
+        "{err}"
+    );
+    assert!(!ErrorSet::io().matches(&err));
+    let err = c.command(&["NO-SUCH-COMMAND"]).unwrap_err();
+    assert!(matches!(err, RespError::Server(_)), "{err}");
+    // An empty command is refused before anything is sent.
+    let err = c.command::<&str>(&[]).unwrap_err();
+    assert!(matches!(err, RespError::Protocol(_)), "{err}");
+    c.ping().unwrap();
+    assert!(!c.has_broken());
+
+    // Error replies nested in an array (EXEC) are values.
+    assert!(c.command(&["MULTI"]).unwrap().is_ok());
+    c.command(&["SET", "x", "1"]).unwrap();
+    c.command(&["INCR", "greeting"]).unwrap();
+    let exec = c.command(&["EXEC"]).unwrap().into_array().unwrap();
+    assert!(exec[0].is_ok());
+    assert!(exec[1].as_error().unwrap().starts_with("ERR"), "{exec:?}");
+
+    assert!(c.client_id().unwrap() > 0);
+}
+
+#[test]
+fn config_set_then_get() {
+    let Some(s) = server() else { return };
+    let mut c = s.client().unwrap();
+    assert_eq!(c.config_get("timeout").unwrap().as_deref(), Some("0"));
+    c.config_set("timeout", "1").unwrap();
+    assert_eq!(c.config_get("timeout").unwrap().as_deref(), Some("1"));
+    assert_eq!(c.config_get("no-such-parameter").unwrap(), None);
+    let err = c.config_set("no-such-parameter", "1").unwrap_err();
+    assert!(matches!(err, RespError::Server(_)), "{err}");
+}
+
+#[test]
+fn client_kill_closes_other_connections() {
+    let Some(s) = server() else { return };
+    let mut killer = s.client().unwrap();
+    let mut victim = s.client().unwrap();
+    let mut peeked = s.client().unwrap();
+    victim.ping().unwrap();
+    peeked.ping().unwrap();
+    assert!(!peeked.has_broken());
+    assert_ne!(killer.client_id().unwrap(), victim.client_id().unwrap());
+
+    assert!(killer.client_kill_normal().unwrap() >= 2);
+    // CLIENT KILL skips the connection that sends it.
+    killer.ping().unwrap();
+
+    // The close is visible without sending anything (a non-blocking peek).
+    assert!(
+        wait_until(WAIT, || peeked.has_broken()),
+        "has_broken never saw the server close the connection"
+    );
+
+    // The next command fails with an io error that the pool's default error
+    // set matches, so a pool would discard the connection.
+    let err = victim.ping().unwrap_err();
+    assert_io(&err);
+    assert!(victim.has_broken());
+    // Afterwards the connection refuses commands instead of desyncing.
+    let again = victim.ping().unwrap_err();
+    assert_io(&again);
+    assert_eq!(again.io_kind(), Some(ErrorKind::NotConnected), "{again}");
+    assert!(again.to_string().contains("failed earlier"), "{again}");
+}
+
+#[test]
+fn kill_refuses_and_restart_serves_the_same_port() {
+    let Some(mut s) = server() else { return };
+    let addr = s.addr();
+    let first_pid = s.pid();
+    let mut c = s.client().unwrap();
+    c.set("k", "v").unwrap();
+
+    s.kill().unwrap();
+    assert!(!s.is_running());
+    assert!(
+        !redis_process_exists(first_pid),
+        "killed process not reaped"
+    );
+    let e = RespConnection::connect(&addr.to_string(), &opts()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::ConnectionRefused, "{e}");
+    assert_io(&c.ping().unwrap_err());
+    s.kill().unwrap(); // killing twice is fine
+
+    s.restart().unwrap();
+    assert!(s.is_running());
+    assert_eq!(s.addr(), addr);
+    assert_ne!(s.pid(), first_pid);
+    let mut c = s.client().unwrap();
+    c.ping().unwrap();
+    assert_eq!(c.get("k").unwrap(), None, "a restarted server starts empty");
+
+    // Restarting a running server works too; open connections are cut.
+    let second_pid = s.pid();
+    s.restart().unwrap();
+    assert!(!redis_process_exists(second_pid));
+    assert_io(&c.ping().unwrap_err());
+    s.client().unwrap().ping().unwrap();
+}
+
+#[test]
+fn redis_manager_in_a_pool() {
+    let Some(s) = server() else { return };
+    let pool = ConnectionPool::new(s.manager(), 4).unwrap();
+    pool.wait_ready(WAIT).unwrap();
+
+    // 100 PINGs from 20 green threads over 4 connections.
+    let handles: Vec<_> = (0..20)
+        .map(|_| {
+            let pool = pool.clone();
+            greenpool::runtime::spawn(move || {
+                for _ in 0..5 {
+                    pool.with(|c| c.ping()).unwrap();
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let st = pool.state();
+    assert_eq!(st.open, 4);
+    assert_eq!(st.counters.created, 4);
+    assert_eq!(st.counters.checkouts, 100);
+    assert_eq!(st.counters.discarded.total(), 0, "{st:?}");
+
+    // The server's idle timeout, as the pool asks for it.
+    let mut c = pool.get().unwrap();
+    assert_eq!(pool.manager().server_idle_timeout(&mut c), None);
+    c.config_set("timeout", "1").unwrap();
+    assert_eq!(
+        pool.manager().server_idle_timeout(&mut c),
+        Some(Duration::from_secs(1))
+    );
+}
+
+#[test]
+fn pool_validation_hides_killed_connections() {
+    let Some(s) = server() else { return };
+    let pool = ConnectionPool::builder()
+        .size(4)
+        .validate_after(Duration::ZERO)
+        .build(s.manager())
+        .unwrap();
+    pool.wait_ready(WAIT).unwrap();
+
+    // The server closes every pooled connection behind the pool's back.
+    assert!(s.client().unwrap().client_kill_normal().unwrap() >= 4);
+
+    // Validation (PING) at checkout finds the dead ones; no caller sees one.
+    // Holding all four at once makes the pool go through every idle one
+    // (it hands out the most recently returned first).
+    let mut held: Vec<_> = (0..4).map(|_| pool.get().unwrap()).collect();
+    for c in &mut held {
+        c.ping().unwrap();
+    }
+    drop(held);
+    for _ in 0..20 {
+        pool.with(|c| c.ping()).unwrap();
+    }
+    let st = pool.state();
+    assert_eq!(st.counters.discarded.validation, 4, "{st:?}");
+    assert_eq!(st.counters.discarded.error, 0, "{st:?}");
+    assert_eq!(st.counters.created, 8, "{st:?}");
+}
+
+#[test]
+fn retry_rides_out_killed_connections() {
+    let Some(s) = server() else { return };
+    let pool = ConnectionPool::builder()
+        .size(4)
+        .no_validation()
+        .build(s.manager())
+        .unwrap();
+    pool.wait_ready(WAIT).unwrap();
+    assert!(s.client().unwrap().client_kill_normal().unwrap() >= 4);
+
+    // Each failed attempt's RespError::Io is in the pool's error set, so its
+    // connection is discarded and the next attempt gets another one.
+    let retry = Retry::new()
+        .on(ErrorSet::io())
+        .max_failures(10)
+        .interval(Duration::from_millis(10));
+    let first = retry.run(|| pool.with(|c| c.ping()));
+    first.result.unwrap();
+    // The first attempt always meets a killed connection.
+    assert!(first.attempts >= 2, "{} attempts", first.attempts);
+    let st = pool.state();
+    assert_eq!(
+        st.counters.discarded.error,
+        u64::from(first.attempts - 1),
+        "{st:?}"
+    );
+    for _ in 0..10 {
+        retry.call(|| pool.with(|c| c.ping())).unwrap();
+    }
+}
+
+#[test]
+fn learnt_keepalive_beats_the_server_idle_timeout() {
+    let Some(s) = server() else { return };
+    s.client().unwrap().config_set("timeout", "1").unwrap();
+    // No keepalive set: the pool learns it from CONFIG GET timeout. No
+    // validation: only keepalive can save the idle connections.
+    let pool = ConnectionPool::builder()
+        .size(2)
+        .no_validation()
+        .build(s.manager())
+        .unwrap();
+    pool.wait_ready(WAIT).unwrap();
+
+    // A bystander connection, idle from now on, like the pool's.
+    let mut bystander = s.client().unwrap();
+    bystander.ping().unwrap();
+    assert!(
+        wait_until(WAIT, || bystander.has_broken()),
+        "the server never closed an idle connection"
+    );
+
+    for _ in 0..10 {
+        pool.with(|c| c.ping()).unwrap();
+    }
+    let st = pool.state();
+    assert!(st.counters.keepalives >= 2, "{st:?}");
+    assert_eq!(st.counters.discarded.total(), 0, "{st:?}");
+    assert_eq!(st.counters.created, 2, "{st:?}");
+}
+
+#[test]
+fn manager_auth_and_select() {
+    let Some(s) = server() else { return };
+    let mut admin = s.client().unwrap();
+    admin.set("where", "db0").unwrap();
+
+    let mut db3 = s.manager().db(3).connect().unwrap();
+    assert_eq!(db3.get("where").unwrap(), None);
+    db3.set("where", "db3").unwrap();
+    assert_eq!(admin.get("where").unwrap().as_deref(), Some(&b"db0"[..]));
+
+    let err = s.manager().db(100_000).connect().unwrap_err();
+    assert!(
+        matches!(&err, RespError::Server(m) if m.contains("SELECT 100000")),
+        "{err}"
+    );
+
+    admin.config_set("requirepass", "s3cret").unwrap();
+    let err = s.manager().password("wrong").connect().unwrap_err();
+    assert!(
+        matches!(&err, RespError::Server(m) if m.contains("AUTH") && m.contains("password")),
+        "{err}"
+    );
+    let mut anonymous = s.manager().connect().unwrap();
+    let err = anonymous.ping().unwrap_err();
+    assert!(
+        matches!(&err, RespError::Server(m) if m.starts_with("NOAUTH")),
+        "{err}"
+    );
+    s.manager()
+        .password("s3cret")
+        .connect()
+        .unwrap()
+        .ping()
+        .unwrap();
+
+    // A pool that cannot log in says why.
+    let pool = ConnectionPool::builder()
+        .size(1)
+        .build(s.manager().password("wrong"))
+        .unwrap();
+    let err = pool.wait_ready(Duration::from_millis(300)).unwrap_err();
+    assert!(err.to_string().contains("AUTH"), "{err}");
+}
+
+#[test]
+fn servers_start_in_parallel_on_distinct_ports() {
+    if server().is_none() {
+        return;
+    }
+    let handles: Vec<_> = (0..4)
+        .map(|_| greenpool::runtime::spawn(|| RedisServer::start().unwrap()))
+        .collect();
+    let mut servers: Vec<RedisServer> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let mut ports: Vec<u16> = servers.iter().map(|s| s.port()).collect();
+    ports.sort_unstable();
+    ports.dedup();
+    assert_eq!(ports.len(), 4);
+    for s in &mut servers {
+        assert!(s.is_running());
+        s.client().unwrap().ping().unwrap();
+    }
+}
+
+#[test]
+fn drop_leaves_no_process_and_no_files() {
+    let Some(s) = server() else { return };
+    let pid = s.pid();
+    let addr = s.addr();
+    let dir = s.dir().to_path_buf();
+    assert!(redis_process_exists(pid));
+    assert!(dir.is_dir());
+    assert!(!dir.starts_with(std::env::current_dir().unwrap()));
+
+    drop(s);
+    assert!(
+        !redis_process_exists(pid),
+        "redis-server {pid} survived drop"
+    );
+    assert!(!Path::new(&dir).exists(), "{dir:?} not removed");
+    let e = RespConnection::connect(&addr.to_string(), &opts()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::ConnectionRefused, "{e}");
+}
+
+#[test]
+fn manager_reports_no_idle_timeout_when_config_is_unavailable() {
+    let Some(s) = server() else { return };
+    let m: RedisManager = s.manager();
+    let mut c = m.connect().unwrap();
+    assert_eq!(m.server_idle_timeout(&mut c), None);
+    // CONFIG GET on a server that refuses it (here: not authenticated)
+    // is an error reply: reported as None, and the connection stays usable.
+    s.client().unwrap().config_set("requirepass", "pw").unwrap();
+    let mut locked = m.connect().unwrap();
+    assert_eq!(m.server_idle_timeout(&mut locked), None);
+    assert!(!locked.has_broken());
+    assert!(m.keepalive(&mut locked).is_err());
+}
