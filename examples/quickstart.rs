@@ -138,7 +138,9 @@ fn main() -> ExitCode {
                     let t = Instant::now();
                     let outcome = policy.run(|| pool.with(|c| c.ping()));
                     mine.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
-                    tally.retried.fetch_add(u64::from(outcome.attempts - 1), Ordering::Relaxed);
+                    tally
+                        .retried
+                        .fetch_add(u64::from(outcome.attempts - 1), Ordering::Relaxed);
                     match outcome.result {
                         Ok(()) => tally.ok.fetch_add(1, Ordering::Relaxed),
                         Err(e) => {
@@ -226,8 +228,14 @@ fn main() -> ExitCode {
     println!("summary ({elapsed:.1?})");
     println!("  requests ok            {ok:>10}");
     println!("  requests failed        {failed:>10}   (0 expected)");
-    println!("  attempts retried       {:>10}", tally.retried.load(Ordering::Relaxed));
-    println!("  throughput             {:>10.0} req/s", ok as f64 / elapsed.as_secs_f64());
+    println!(
+        "  attempts retried       {:>10}",
+        tally.retried.load(Ordering::Relaxed)
+    );
+    println!(
+        "  throughput             {:>10.0} req/s",
+        ok as f64 / elapsed.as_secs_f64()
+    );
     println!("  latency p50            {:>10.2} ms", pct(0.50));
     println!("  latency p99            {:>10.2} ms", pct(0.99));
     println!("  latency max            {:>10.2} ms", pct(1.0));
@@ -243,7 +251,10 @@ fn main() -> ExitCode {
         c.discarded.panic
     );
     println!("  keepalives passed      {:>10}", c.keepalives);
-    println!("  pool at the end        {:>10}   open of {}", s.open, s.size);
+    println!(
+        "  pool at the end        {:>10}   open of {}",
+        s.open, s.size
+    );
     if failed == 0 {
         println!("\nOK: every request succeeded despite the faults.");
         ExitCode::SUCCESS

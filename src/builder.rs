@@ -116,7 +116,9 @@ impl<M: Manager> Clone for Builder<M> {
 
 impl<M: Manager> std::fmt::Debug for Builder<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Builder").field("config", &self.cfg).finish()
+        f.debug_struct("Builder")
+            .field("config", &self.cfg)
+            .finish()
     }
 }
 

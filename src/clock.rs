@@ -16,7 +16,10 @@ pub(crate) struct Millis(u64);
 impl Millis {
     /// `self + d`, saturating.
     pub fn plus(self, d: Duration) -> Millis {
-        Millis(self.0.saturating_add(d.as_millis().min(u64::MAX as u128) as u64))
+        Millis(
+            self.0
+                .saturating_add(d.as_millis().min(u64::MAX as u128) as u64),
+        )
     }
 
     /// How long after `earlier` this is (zero if it is not later).
@@ -65,6 +68,9 @@ mod tests {
         let b = c.refresh();
         assert!(b.since(a) >= Duration::from_millis(5));
         assert_eq!(a.since(b), Duration::ZERO);
-        assert_eq!(a.plus(Duration::from_millis(7)).since(a), Duration::from_millis(7));
+        assert_eq!(
+            a.plus(Duration::from_millis(7)).since(a),
+            Duration::from_millis(7)
+        );
     }
 }

@@ -14,15 +14,16 @@ use std::time::{Duration, Instant};
 use crate::builder::SERVER_IDLE_MARGIN;
 use crate::error::SharedError;
 use crate::manager::Manager;
-use crate::pool::{Conn, Shared};
+use crate::pool::{Conn, Shared, Task};
 
 /// How often a pool that keeps failing to connect logs a summary.
 const FAILURE_SUMMARY_EVERY: Duration = Duration::from_secs(10);
 
 /// Start a connector for a slot already counted in `connecting`.
 pub(crate) fn spawn<M: Manager>(shared: &Arc<Shared<M>>) {
-    let task = Arc::clone(shared);
-    let mut builder = greenpool_runtime::Builder::new().name(format!("{}-connector", shared.cfg.name));
+    let task = Task::new(shared);
+    let mut builder =
+        greenpool_runtime::Builder::new().name(format!("{}-connector", shared.cfg.name));
     if let Some(bytes) = shared.cfg.connector_stack_size {
         builder = builder.stack_size(bytes);
     }
@@ -37,7 +38,8 @@ pub(crate) fn spawn<M: Manager>(shared: &Arc<Shared<M>>) {
     }
 }
 
-fn run<M: Manager>(shared: Arc<Shared<M>>) {
+fn run<M: Manager>(task: Task<M>) {
+    let shared = &task.shared;
     let mut backoff = Backoff::new(shared.cfg.backoff_min, shared.cfg.backoff_max);
     loop {
         if shared.is_closed() {
@@ -45,7 +47,10 @@ fn run<M: Manager>(shared: Arc<Shared<M>>) {
         }
         let attempt = panic::catch_unwind(AssertUnwindSafe(|| shared.manager.new_connection()));
         let error: SharedError = match attempt {
-            Ok(Ok(raw)) => return opened(&shared, raw),
+            Ok(Ok(raw)) => match opened(shared, raw) {
+                Ok(()) => return,
+                Err(e) => e,
+            },
             Ok(Err(e)) => Arc::new(e),
             Err(payload) => Arc::new(ConnectPanic(
                 greenpool_runtime::panic_message(&*payload)
@@ -61,16 +66,23 @@ fn run<M: Manager>(shared: Arc<Shared<M>>) {
     }
 }
 
-fn opened<M: Manager>(shared: &Arc<Shared<M>>, mut raw: M::Connection) {
+/// Finish a new connection and hand it out. Fails if the connection broke
+/// while the pool asked it about the server's idle timeout.
+fn opened<M: Manager>(shared: &Arc<Shared<M>>, mut raw: M::Connection) -> Result<(), SharedError> {
     let learn = {
         let mut st = shared.lock();
-        st.record_success(&shared.cfg.name);
         let ask = shared.cfg.keepalive.is_none() && !st.asked_server_idle_timeout;
         st.asked_server_idle_timeout = true;
         ask
     };
     if learn {
         learn_server_idle_timeout(shared, &mut raw);
+        let broken = panic::catch_unwind(AssertUnwindSafe(|| shared.manager.has_broken(&mut raw)))
+            .unwrap_or(true);
+        if broken {
+            shared.lock().asked_server_idle_timeout = false;
+            return Err(Arc::new(BrokenAtStart));
+        }
     }
     let now = shared.clock.refresh();
     let expires = shared
@@ -86,10 +98,27 @@ fn opened<M: Manager>(shared: &Arc<Shared<M>>, mut raw: M::Connection) {
     };
     log::debug!("pool {}: opened connection #{}", shared.cfg.name, conn.id);
     shared.add_connection(conn);
+    Ok(())
 }
 
+/// The new connection broke while the pool asked for the server's idle timeout.
+#[derive(Debug)]
+struct BrokenAtStart;
+
+impl std::fmt::Display for BrokenAtStart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(
+            "the new connection broke while asking the server for its idle timeout \
+             (Manager::server_idle_timeout); has_broken reported it",
+        )
+    }
+}
+
+impl std::error::Error for BrokenAtStart {}
+
 fn learn_server_idle_timeout<M: Manager>(shared: &Arc<Shared<M>>, raw: &mut M::Connection) {
-    let reported = panic::catch_unwind(AssertUnwindSafe(|| shared.manager.server_idle_timeout(raw)));
+    let reported =
+        panic::catch_unwind(AssertUnwindSafe(|| shared.manager.server_idle_timeout(raw)));
     if let Ok(Some(t)) = reported {
         if !t.is_zero() {
             let interval = t.mul_f64(SERVER_IDLE_MARGIN).max(Duration::from_millis(1));
@@ -148,7 +177,10 @@ impl<C> crate::pool::PoolState<C> {
             h.failing_since = Some(now);
             h.last_summary = Some(now);
             log::warn!("pool {name}: cannot open a connection: {error}; retrying with backoff");
-        } else if h.last_summary.is_none_or(|t| now - t >= FAILURE_SUMMARY_EVERY) {
+        } else if h
+            .last_summary
+            .is_none_or(|t| now - t >= FAILURE_SUMMARY_EVERY)
+        {
             h.last_summary = Some(now);
             let since = h.failing_since.map(|t| now - t).unwrap_or_default();
             log::warn!(
@@ -162,7 +194,7 @@ impl<C> crate::pool::PoolState<C> {
         h.last_error = Some(error);
     }
 
-    fn record_success(&mut self, name: &str) {
+    pub(crate) fn record_success(&mut self, name: &str) {
         let h = &mut self.health;
         if h.failures > 0 {
             let since = h.failing_since.map(|t| t.elapsed()).unwrap_or_default();
@@ -237,7 +269,11 @@ mod tests {
         for hi in bounds {
             let d = b.next_delay();
             let hi = Duration::from_millis(hi);
-            assert!(d >= hi / 2 && d <= hi, "{d:?} not in [{:?}, {hi:?}]", hi / 2);
+            assert!(
+                d >= hi / 2 && d <= hi,
+                "{d:?} not in [{:?}, {hi:?}]",
+                hi / 2
+            );
         }
     }
 

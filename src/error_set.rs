@@ -160,6 +160,25 @@ impl ErrorSet {
     }
 }
 
+/// After an error that contains an IO timeout, let the runtime settle before
+/// this green thread wakes anyone: may resumes a coroutine whose IO timed out
+/// from inside its event loop, and whatever it wakes from there can wait
+/// seconds for that worker's next wake-up (see
+/// [`greenpool_runtime::net::after_io_timeout`]). Costs 1 ms, on error paths
+/// only.
+pub(crate) fn settle_after_io_timeout(err: &(dyn StdError + 'static)) {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if e.downcast_ref::<io::Error>()
+            .is_some_and(|io| io.kind() == io::ErrorKind::TimedOut)
+        {
+            greenpool_runtime::net::after_io_timeout();
+            return;
+        }
+        next = chain_next(e);
+    }
+}
+
 fn is_type<T: StdError + 'static>(e: &(dyn StdError + 'static)) -> bool {
     e.is::<T>()
 }

@@ -46,6 +46,7 @@ impl<M: Manager> PooledConnection<M> {
     /// returned unchanged, so this reads as `conn.check(do_io(&mut conn))?`.
     pub fn check<T, E: StdError + 'static>(&mut self, result: Result<T, E>) -> Result<T, E> {
         if let Err(e) = &result {
+            crate::error_set::settle_after_io_timeout(e);
             if self.shared.cfg.discard_on.matches(e) {
                 log::debug!(
                     "pool {}: connection #{} failed with {e}; it will be discarded",
@@ -98,7 +99,11 @@ impl<M: Manager> Deref for PooledConnection<M> {
 
 impl<M: Manager> DerefMut for PooledConnection<M> {
     fn deref_mut(&mut self) -> &mut M::Connection {
-        &mut self.conn.as_mut().expect("connection present until drop").raw
+        &mut self
+            .conn
+            .as_mut()
+            .expect("connection present until drop")
+            .raw
     }
 }
 
@@ -116,8 +121,9 @@ impl<M: Manager> Drop for PooledConnection<M> {
         let reason = reason.or_else(|| {
             // A panicking check must not lose the pool slot: count it as broken.
             let manager = &self.shared.manager;
-            let broken = panic::catch_unwind(AssertUnwindSafe(|| manager.has_broken(&mut conn.raw)))
-                .unwrap_or(true);
+            let broken =
+                panic::catch_unwind(AssertUnwindSafe(|| manager.has_broken(&mut conn.raw)))
+                    .unwrap_or(true);
             broken.then_some(DiscardReason::Broken)
         });
         match reason {

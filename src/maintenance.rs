@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::manager::Manager;
-use crate::pool::{Conn, Shared};
+use crate::pool::{Conn, Shared, Task};
 use crate::stats::DiscardReason;
 
 /// Longest sleep of the maintenance green thread.
@@ -27,7 +27,7 @@ enum Check {
 
 /// Start the pool's maintenance green thread. It stops when the pool closes.
 pub(crate) fn spawn<M: Manager>(shared: &Arc<Shared<M>>) {
-    let task = Arc::clone(shared);
+    let task = Task::new(shared);
     let spawned = greenpool_runtime::Builder::new()
         .name(format!("{}-maintenance", shared.cfg.name))
         .spawn(move || run(task));
@@ -40,7 +40,8 @@ pub(crate) fn spawn<M: Manager>(shared: &Arc<Shared<M>>) {
     }
 }
 
-fn run<M: Manager>(shared: Arc<Shared<M>>) {
+fn run<M: Manager>(task: Task<M>) {
+    let shared = &task.shared;
     loop {
         {
             let st = shared.lock();
@@ -49,7 +50,7 @@ fn run<M: Manager>(shared: Arc<Shared<M>>) {
             }
             // Computed under the lock, so a keepalive learnt meanwhile (which
             // notifies under the same lock) is never missed.
-            let tick = tick(&shared, st.learnt_keepalive);
+            let tick = tick(shared, st.learnt_keepalive);
             let _ = shared.maintenance_wake.wait_timeout(st, tick);
         }
         // A timed-out wait resumes on may's timer thread; go back to a worker.
@@ -57,12 +58,15 @@ fn run<M: Manager>(shared: Arc<Shared<M>>) {
         if shared.is_closed() {
             return;
         }
-        sweep(&shared);
+        sweep(shared);
     }
 }
 
 fn keepalive_interval<M: Manager>(shared: &Shared<M>) -> Option<Duration> {
-    shared.cfg.keepalive.or_else(|| shared.lock().learnt_keepalive)
+    shared
+        .cfg
+        .keepalive
+        .or_else(|| shared.lock().learnt_keepalive)
 }
 
 fn tick<M: Manager>(shared: &Shared<M>, learnt_keepalive: Option<Duration>) -> Duration {
@@ -181,7 +185,7 @@ fn check<M: Manager>(
 ) -> Result<Conn<M::Connection>, Option<Conn<M::Connection>>> {
     let name = &shared.cfg.name;
     let id = conn.id;
-    let task = Arc::clone(shared);
+    let task = Task::new(shared);
     let mut builder = greenpool_runtime::Builder::new().name(format!("{name}-health-check"));
     if let Some(bytes) = shared.cfg.connector_stack_size {
         builder = builder.stack_size(bytes);
@@ -191,12 +195,15 @@ fn check<M: Manager>(
         let mut conn = conn;
         let raw = &mut conn.raw;
         let result = panic::catch_unwind(AssertUnwindSafe(|| match what {
-            Check::Keepalive => task.manager.keepalive(raw),
-            Check::Validate => task.manager.validate(raw),
+            Check::Keepalive => task.shared.manager.keepalive(raw),
+            Check::Validate => task.shared.manager.validate(raw),
         }));
         let verdict = match result {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(e.to_string()),
+            Ok(Err(e)) => {
+                crate::error_set::settle_after_io_timeout(&e);
+                Err(e.to_string())
+            }
             Err(p) => Err(format!(
                 "panicked: {}",
                 greenpool_runtime::panic_message(&*p).unwrap_or("non-string payload")

@@ -11,7 +11,7 @@
 use std::collections::VecDeque;
 use std::error::Error as StdError;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, TryLockError};
 use std::time::{Duration, Instant};
 
@@ -152,6 +152,30 @@ pub(crate) struct Shared<M: Manager> {
     pub maintenance_wake: Condvar,
     next_id: AtomicU64,
     pub clock: CoarseClock,
+    /// Background green threads alive (connectors, maintenance, health checks).
+    tasks: AtomicUsize,
+}
+
+/// A background green thread's share of the pool; counted in
+/// [`State::background_tasks`] from creation until dropped, so tests can prove
+/// that no green thread outlives a closed pool.
+pub(crate) struct Task<M: Manager> {
+    pub shared: Arc<Shared<M>>,
+}
+
+impl<M: Manager> Task<M> {
+    pub fn new(shared: &Arc<Shared<M>>) -> Self {
+        shared.tasks.fetch_add(1, Ordering::AcqRel);
+        Task {
+            shared: Arc::clone(shared),
+        }
+    }
+}
+
+impl<M: Manager> Drop for Task<M> {
+    fn drop(&mut self) {
+        self.shared.tasks.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl<M: Manager> ConnectionPool<M> {
@@ -188,6 +212,7 @@ impl<M: Manager> ConnectionPool<M> {
             maintenance_wake: Condvar::new(),
             next_id: AtomicU64::new(1),
             clock: CoarseClock::new(),
+            tasks: AtomicUsize::new(0),
             cfg,
         });
         log::debug!(
@@ -538,6 +563,7 @@ impl<M: Manager> Shared<M> {
             drop(conn);
             return;
         }
+        st.record_success(&self.cfg.name);
         st.counters.created += 1;
         st.in_use += 1;
         let wake = st.deliver_in_use(conn);
@@ -612,6 +638,7 @@ impl<M: Manager> Shared<M> {
             connecting: st.connecting,
             waiting: st.waiters.len(),
             closed: self.is_closed(),
+            background_tasks: self.tasks.load(Ordering::Acquire),
             counters: st.counters,
         }
     }

@@ -124,6 +124,10 @@ pub struct State {
     pub waiting: usize,
     /// True once the pool is closed.
     pub closed: bool,
+    /// Background green threads alive: connectors, the maintenance thread and
+    /// health checks. Drops to 0 soon after the pool closes (a connect or
+    /// health check in progress finishes first).
+    pub background_tasks: usize,
     /// Totals since the pool started.
     pub counters: Counters,
 }

@@ -19,7 +19,10 @@ const SERVER_IDLE: Duration = Duration::from_secs(1);
 fn idle_scenario(builder: greenpool::Builder<LineManager>) -> (usize, greenpool::State) {
     let server = TestServer::start().unwrap();
     server.set_idle_close(Some(SERVER_IDLE));
-    let pool = builder.size(4).build(LineManager::new(server.addr())).unwrap();
+    let pool = builder
+        .size(4)
+        .build(LineManager::new(server.addr()))
+        .unwrap();
     pool.wait_ready(LONG).unwrap();
     sleep(Duration::from_millis(2500));
     // 8 green threads x 25 requests: enough concurrency that every pooled
@@ -58,9 +61,8 @@ fn idle_timeout_with_keepalive_no_failures() {
 
 #[test]
 fn idle_timeout_with_validation_alone_no_failures() {
-    let (failures, s) = idle_scenario(
-        ConnectionPool::builder().validate_after(Duration::from_millis(500)),
-    );
+    let (failures, s) =
+        idle_scenario(ConnectionPool::builder().validate_after(Duration::from_millis(500)));
     assert_eq!(failures, 0, "{s:?}");
     assert!(s.counters.discarded.validation >= 4, "{s:?}");
 }
@@ -110,7 +112,13 @@ fn idle_timeout_and_max_lifetime_recycle_while_the_pool_stays_full() {
         assert!(s.open + s.connecting <= size, "{s:?}");
     };
     assert!(
-        server.wait_for(|s| { within_size(&pool, 3); s.accepted() >= 9 }, LONG),
+        server.wait_for(
+            |s| {
+                within_size(&pool, 3);
+                s.accepted() >= 9
+            },
+            LONG
+        ),
         "recycled"
     );
     assert!(pool.state().counters.discarded.expired >= 6);
@@ -122,7 +130,13 @@ fn idle_timeout_and_max_lifetime_recycle_while_the_pool_stays_full() {
         .idle_timeout(Duration::from_millis(200))
         .build(LineManager::new(server2.addr()))
         .unwrap();
-    assert!(server2.wait_for(|s| { within_size(&pool2, 2); s.accepted() >= 6 }, LONG));
+    assert!(server2.wait_for(
+        |s| {
+            within_size(&pool2, 2);
+            s.accepted() >= 6
+        },
+        LONG
+    ));
     assert!(pool2.state().counters.discarded.expired >= 4);
 }
 
@@ -173,7 +187,10 @@ fn connection_kills_under_load_lose_no_request() {
     });
     assert_eq!(failed, 0);
     pool.wait_ready(LONG).unwrap();
-    assert!(pool.state().counters.discarded.error > 0, "faults really happened");
+    assert!(
+        pool.state().counters.discarded.error > 0,
+        "faults really happened"
+    );
     assert!(server.wait_open(8, LONG));
 }
 
@@ -204,5 +221,8 @@ fn a_restart_shorter_than_the_retry_budget_loses_no_request() {
     });
     assert_eq!(failed, 0);
     pool.wait_ready(LONG).unwrap();
-    assert!(pool.state().counters.connect_failures > 0, "the outage was real");
+    assert!(
+        pool.state().counters.connect_failures > 0,
+        "the outage was real"
+    );
 }

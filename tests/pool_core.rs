@@ -26,7 +26,10 @@ fn pool(size: usize) -> ConnectionPool<Mock> {
 
 #[test]
 fn builder_rejects_bad_configuration_with_a_clear_error() {
-    let e = ConnectionPool::builder().size(0).build(Mock::default()).unwrap_err();
+    let e = ConnectionPool::builder()
+        .size(0)
+        .build(Mock::default())
+        .unwrap_err();
     assert!(e.to_string().contains("size must be at least 1"), "{e}");
     let e = ConnectionPool::new(Mock::default(), 0).unwrap_err();
     assert!(e.to_string().contains("size"), "{e}");
@@ -34,7 +37,10 @@ fn builder_rejects_bad_configuration_with_a_clear_error() {
         .checkout_timeout(Duration::ZERO)
         .build(Mock::default())
         .unwrap_err();
-    assert!(e.to_string().contains("checkout_timeout must not be zero"), "{e}");
+    assert!(
+        e.to_string().contains("checkout_timeout must not be zero"),
+        "{e}"
+    );
     assert!(e.to_string().contains("try_get"), "{e}");
     for b in [
         ConnectionPool::builder().keepalive(Duration::ZERO),
@@ -87,7 +93,10 @@ fn zero_timeout_and_try_get_do_not_wait() {
         .unwrap_err();
     assert!(e.is_timeout());
     assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
-    assert!(e.to_string().contains("all 1 of 1 connections in use"), "{e}");
+    assert!(
+        e.to_string().contains("all 1 of 1 connections in use"),
+        "{e}"
+    );
     drop(held);
     assert!(p.try_get().is_ok());
 }
@@ -296,13 +305,20 @@ fn server_down_times_out_with_the_connect_error_then_refills() {
     let secs = t0.elapsed().as_secs_f64();
     // At the 200 ms cap each slot tries at most once per 100 ms (jitter lower
     // bound), so 3 slots over ~2 s make at most ~60 attempts, never a spin.
-    assert!(attempts <= (3.0 * secs / 0.1).ceil() as u64 + 6, "{attempts} in {secs}s");
+    assert!(
+        attempts <= (3.0 * secs / 0.1).ceil() as u64 + 6,
+        "{attempts} in {secs}s"
+    );
     assert!(p.state().open + p.state().connecting <= 3);
 
     p.manager().fail.store(false, Ordering::SeqCst);
     let t = Instant::now();
     p.wait_ready(LONG).unwrap();
-    assert!(t.elapsed() < Duration::from_millis(1500), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        t.elapsed()
+    );
     assert_eq!(p.state().open, 3);
     assert!(p.state().counters.connect_failures > 0);
 }
@@ -317,7 +333,11 @@ fn a_panicking_connect_is_a_failed_attempt_not_a_lost_slot() {
         .build(m)
         .unwrap();
     let e = p.get_timeout(Duration::from_millis(100)).unwrap_err();
-    assert!(e.to_string().contains("new_connection panicked: mock connect panicked"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("new_connection panicked: mock connect panicked"),
+        "{e}"
+    );
     p.manager().panic.store(false, Ordering::SeqCst);
     p.wait_ready(LONG).unwrap();
     assert_eq!(p.state().open, 2);
@@ -335,7 +355,11 @@ fn close_fails_waiters_and_later_gets_and_closes_guards_on_drop() {
     assert!(waiter.join().unwrap().unwrap_err().is_closed());
     assert!(p.get().unwrap_err().is_closed());
     assert!(p.is_closed());
-    assert_eq!(p.manager().live(), 2, "guards still out keep their connections");
+    assert_eq!(
+        p.manager().live(),
+        2,
+        "guards still out keep their connections"
+    );
     drop(g1);
     g2.discard();
     assert_eq!(p.manager().live(), 0);
@@ -355,7 +379,11 @@ fn dropping_the_last_handle_closes_the_pool_even_with_guards_out() {
     drop(clone);
     assert_eq!(live.load(Ordering::SeqCst), 1, "idle connections closed");
     drop(guard);
-    assert_eq!(live.load(Ordering::SeqCst), 0, "the guard closed its connection");
+    assert_eq!(
+        live.load(Ordering::SeqCst),
+        0,
+        "the guard closed its connection"
+    );
 }
 
 #[test]
@@ -383,9 +411,7 @@ fn usable_from_os_threads_and_green_threads_at_once() {
             }
         }
     };
-    let threads: Vec<_> = (0..4)
-        .map(|_| std::thread::spawn(work.clone()))
-        .collect();
+    let threads: Vec<_> = (0..4).map(|_| std::thread::spawn(work.clone())).collect();
     let greens: Vec<_> = (0..100).map(|_| spawn(work.clone())).collect();
     for t in threads {
         t.join().unwrap();

@@ -36,9 +36,7 @@ fn a_thousand_green_threads_over_four_connections() {
         .map(|i| {
             let (pool, ok) = (pool.clone(), Arc::clone(&ok));
             spawn(move || {
-                let reply = pool
-                    .with(|c| c.request(&format!("ECHO {i}")))
-                    .unwrap();
+                let reply = pool.with(|c| c.request(&format!("ECHO {i}"))).unwrap();
                 assert_eq!(reply, i.to_string());
                 ok.fetch_add(1, Ordering::SeqCst);
             })
@@ -109,7 +107,11 @@ fn server_down_gives_a_timeout_naming_the_connect_error_then_the_pool_refills() 
     server.restart().unwrap();
     let t = Instant::now();
     pool.wait_ready(LONG).unwrap();
-    assert!(t.elapsed() <= Duration::from_millis(1500), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() <= Duration::from_millis(1500),
+        "{:?}",
+        t.elapsed()
+    );
     assert!(server.wait_open(4, LONG));
     pool.with(|c| c.ping()).unwrap();
 }
@@ -122,7 +124,10 @@ fn close_closes_every_connection_at_the_server() {
     let held = pool.get().unwrap();
     assert!(server.wait_open(5, LONG));
     pool.close();
-    assert!(server.wait_open(1, LONG), "idle ones closed, the held one open");
+    assert!(
+        server.wait_open(1, LONG),
+        "idle ones closed, the held one open"
+    );
     drop(held);
     assert!(server.wait_open(0, LONG), "open: {}", server.open());
     assert_eq!(server.accepted(), 5, "nothing reopened after close");

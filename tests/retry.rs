@@ -129,7 +129,11 @@ fn interval_and_backoff_are_honoured() {
         .interval(Duration::from_millis(40))
         .call(|| Err::<(), _>(reset()));
     // 3 waits of 40 ms
-    assert!(t.elapsed() >= Duration::from_millis(120), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() >= Duration::from_millis(120),
+        "{:?}",
+        t.elapsed()
+    );
 
     let t = Instant::now();
     let _ = Retry::new()
@@ -138,7 +142,11 @@ fn interval_and_backoff_are_honoured() {
         .backoff(2.0, Duration::from_millis(60))
         .call(|| Err::<(), _>(reset()));
     // 20 + 40 + 60 (capped)
-    assert!(t.elapsed() >= Duration::from_millis(120), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() >= Duration::from_millis(120),
+        "{:?}",
+        t.elapsed()
+    );
 }
 
 #[test]
@@ -173,7 +181,10 @@ fn logs_each_retry_and_the_give_up_with_level_target_and_wording() {
         "senddata: attempt 1 failed: peer reset; retrying on a fresh connection"
     );
     assert_eq!(recs[1].0, log::Level::Error);
-    assert_eq!(recs[1].1, "senddata: giving up after 2 attempts: peer reset");
+    assert_eq!(
+        recs[1].1,
+        "senddata: giving up after 2 attempts: peer reset"
+    );
 }
 
 #[test]
@@ -193,7 +204,10 @@ fn custom_messages_and_levels() {
     assert_eq!(
         recs,
         vec![
-            (log::Level::Warn, "[fetch] try 1 of 2 broke (peer reset)".to_owned()),
+            (
+                log::Level::Warn,
+                "[fetch] try 1 of 2 broke (peer reset)".to_owned()
+            ),
             (log::Level::Debug, "[fetch] abandoned at 2".to_owned()),
         ]
     );
@@ -293,7 +307,10 @@ fn a_panic_is_not_retried_and_the_connection_is_discarded() {
         });
     })
     .join();
-    assert_eq!(joined.unwrap_err().panic_message(), Some("bug in the closure"));
+    assert_eq!(
+        joined.unwrap_err().panic_message(),
+        Some("bug in the closure")
+    );
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     assert_eq!(pool.state().counters.discarded.panic, 1);
 }

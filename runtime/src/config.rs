@@ -21,6 +21,7 @@ pub const DEFAULT_STACK_SIZE: usize = 128 * 1024;
 pub const MIN_STACK_SIZE: usize = 16 * 1024;
 
 static APPLIED: AtomicBool = AtomicBool::new(false);
+static APPLY_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Settings for the green-thread runtime. Build one, then call [`Config::apply`]
 /// first thing in `main`.
@@ -107,7 +108,11 @@ impl Config {
         if self.stack_size < MIN_STACK_SIZE {
             return Err(ConfigError::StackTooSmall(self.stack_size));
         }
-        if APPLIED.swap(true, Ordering::AcqRel) {
+        // A plain std mutex is right here: it is held for a few stores, never
+        // across a yield, and it makes a concurrent first spawn wait until the
+        // settings are written instead of starting may with its defaults.
+        let _lock = APPLY_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        if APPLIED.load(Ordering::Acquire) {
             return Err(ConfigError::AlreadyApplied);
         }
         let words = self.stack_size.div_ceil(std::mem::size_of::<usize>());
@@ -121,6 +126,8 @@ impl Config {
             self.stack_size,
             self.pin_workers
         );
+        // Published only after may's settings are written.
+        APPLIED.store(true, Ordering::Release);
         Ok(())
     }
 }

@@ -57,7 +57,9 @@ pub struct Deadline(Option<Instant>);
 impl Deadline {
     /// A deadline `d` from now. `Duration::ZERO` is already expired.
     pub fn after(d: Duration) -> Self {
-        Deadline(Some(Instant::now().checked_add(d).unwrap_or_else(far_future)))
+        Deadline(Some(
+            Instant::now().checked_add(d).unwrap_or_else(far_future),
+        ))
     }
 
     /// No deadline.
@@ -72,7 +74,8 @@ impl Deadline {
 
     /// Time left; `None` when there is no deadline.
     pub fn remaining(&self) -> Option<Duration> {
-        self.0.map(|at| at.saturating_duration_since(Instant::now()))
+        self.0
+            .map(|at| at.saturating_duration_since(Instant::now()))
     }
 
     /// True once the deadline has passed.
