@@ -1,0 +1,312 @@
+//! Property tests: random sequences of pool operations and backend faults,
+//! run against a real pool and the embedded test server, with the pool's
+//! invariants checked after every step. quickcheck shrinks a failing sequence
+//! to a short, readable counterexample.
+//!
+//! Cases: `GREENPOOL_PROPTEST_CASES` (default 60); sequence length:
+//! `GREENPOOL_PROPTEST_SIZE` (default 20). This binary holds one test only:
+//! it counts the process's file descriptors.
+
+use std::collections::HashSet;
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use greenpool::runtime::{sleep, spawn};
+use greenpool::testing::{fd_count, LineClient, LineManager, TestServer};
+use greenpool::{ConnectionPool, Manager, PooledConnection};
+use quickcheck::{Arbitrary, Gen, QuickCheck, TestResult};
+
+const SIZE: usize = 3;
+const GET_TIMEOUT: Duration = Duration::from_millis(100);
+/// How late a `get` may return after its timeout (a loaded CI machine).
+const GET_SLACK: Duration = Duration::from_millis(700);
+const BACKOFF_MAX: Duration = Duration::from_millis(100);
+
+#[derive(Clone, Debug)]
+enum Op {
+    /// `get_timeout(100 ms)`; the guard is kept.
+    Get,
+    /// Drop a held guard (index modulo the number held).
+    Return(usize),
+    /// `discard()` a held guard.
+    Discard(usize),
+    /// Pass an `io::Error` (in the pool's set) through a held guard, drop it.
+    ErrInSet(usize),
+    /// Pass an error outside the set through a held guard, drop it.
+    ErrNotInSet(usize),
+    /// A green thread checks out a connection and panics holding it.
+    PanicInGuard,
+    /// Make new connections fail (true) or work (false).
+    ConnectFails(bool),
+    /// The server resets every open connection.
+    ResetAll,
+    /// The server closes connections idle for 30 ms (true), or stops (false).
+    IdleClose(bool),
+    /// Time passes (milliseconds).
+    Sleep(u8),
+    /// `close()` the pool.
+    Close,
+}
+
+impl Arbitrary for Op {
+    fn arbitrary(g: &mut Gen) -> Self {
+        let i = usize::arbitrary(g);
+        match u8::arbitrary(g) % 20 {
+            0..=4 => Op::Get,
+            5..=7 => Op::Return(i),
+            8 => Op::Discard(i),
+            9 | 10 => Op::ErrInSet(i),
+            11 => Op::ErrNotInSet(i),
+            12 => Op::PanicInGuard,
+            13 => Op::ConnectFails(bool::arbitrary(g)),
+            14 => Op::ResetAll,
+            15 => Op::IdleClose(bool::arbitrary(g)),
+            16..=18 => Op::Sleep(u8::arbitrary(g) % 100),
+            _ => Op::Close,
+        }
+    }
+
+    fn shrink(&self) -> Box<dyn Iterator<Item = Self>> {
+        match *self {
+            Op::Sleep(ms) if ms > 0 => Box::new(std::iter::once(Op::Sleep(ms / 2))),
+            Op::Return(i) | Op::Discard(i) | Op::ErrInSet(i) | Op::ErrNotInSet(i) if i > 0 => {
+                let same_kind = match self {
+                    Op::Return(_) => Op::Return(0),
+                    Op::Discard(_) => Op::Discard(0),
+                    Op::ErrInSet(_) => Op::ErrInSet(0),
+                    _ => Op::ErrNotInSet(0),
+                };
+                Box::new(std::iter::once(same_kind))
+            }
+            _ => Box::new(std::iter::empty()),
+        }
+    }
+}
+
+/// The line manager with a switch that makes connects fail.
+struct Flaky {
+    inner: LineManager,
+    fail: AtomicBool,
+}
+
+impl Manager for Flaky {
+    type Connection = LineClient;
+    type Error = io::Error;
+    fn new_connection(&self) -> io::Result<LineClient> {
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionRefused,
+                "injected connect failure",
+            ));
+        }
+        self.inner.new_connection()
+    }
+    fn keepalive(&self, c: &mut LineClient) -> io::Result<()> {
+        self.inner.keepalive(c)
+    }
+}
+
+#[derive(Debug)]
+struct NotBroken;
+impl std::fmt::Display for NotBroken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an application error")
+    }
+}
+impl std::error::Error for NotBroken {}
+
+/// Fails the case with a message (quickcheck prints it with the sequence).
+macro_rules! ensure {
+    ($cond:expr, $($msg:tt)+) => {
+        if !$cond {
+            return Err(format!($($msg)+));
+        }
+    };
+}
+
+fn run_case(ops: &[Op]) -> Result<(), String> {
+    let base_fds = fd_count();
+    let server = TestServer::start().map_err(|e| e.to_string())?;
+    let pool = ConnectionPool::builder()
+        .size(SIZE)
+        .checkout_timeout(Duration::from_secs(5))
+        .reconnect_backoff(Duration::from_millis(5), BACKOFF_MAX)
+        .health_check_timeout(Duration::from_millis(300))
+        .build(Flaky {
+            inner: LineManager::new(server.addr()).timeout(Duration::from_millis(300)),
+            fail: AtomicBool::new(false),
+        })
+        .map_err(|e| e.to_string())?;
+    let mut held: Vec<PooledConnection<Flaky>> = Vec::new();
+    // Connections that failed with an error in the set, were discarded, or
+    // were held by a panicking green thread: never to be handed out again.
+    let mut dead: HashSet<u64> = HashSet::new();
+    let mut closed = false;
+
+    for (step, op) in ops.iter().enumerate() {
+        match *op {
+            Op::Get => {
+                let t = Instant::now();
+                let r = pool.get_timeout(GET_TIMEOUT);
+                let took = t.elapsed();
+                ensure!(
+                    took <= GET_TIMEOUT + GET_SLACK,
+                    "step {step}: get took {took:?}, timeout {GET_TIMEOUT:?}"
+                );
+                match r {
+                    Ok(g) => {
+                        ensure!(
+                            !dead.contains(&g.id()),
+                            "step {step}: dead #{} handed out",
+                            g.id()
+                        );
+                        ensure!(
+                            held.iter().all(|h| h.id() != g.id()),
+                            "step {step}: #{} held by two guards",
+                            g.id()
+                        );
+                        held.push(g);
+                    }
+                    Err(e) if closed => ensure!(e.is_closed(), "step {step}: {e}"),
+                    Err(e) => ensure!(e.is_timeout(), "step {step}: {e}"),
+                }
+            }
+            Op::Return(i) if !held.is_empty() => drop(held.remove(i % held.len())),
+            Op::Discard(i) if !held.is_empty() => {
+                let g = held.remove(i % held.len());
+                dead.insert(g.id());
+                g.discard();
+            }
+            Op::ErrInSet(i) if !held.is_empty() => {
+                let mut g = held.remove(i % held.len());
+                dead.insert(g.id());
+                let _ = g.check(Err::<(), _>(io::Error::from(io::ErrorKind::BrokenPipe)));
+            }
+            Op::ErrNotInSet(i) if !held.is_empty() => {
+                let mut g = held.remove(i % held.len());
+                let _ = g.check(Err::<(), _>(NotBroken));
+                ensure!(
+                    !g.is_marked_broken(),
+                    "step {step}: an error outside the set marked it"
+                );
+            }
+            Op::Return(_) | Op::Discard(_) | Op::ErrInSet(_) | Op::ErrNotInSet(_) => {}
+            Op::PanicInGuard => {
+                let (p, seen) = (pool.clone(), Arc::new(Mutex::new(None)));
+                let seen2 = Arc::clone(&seen);
+                let joined = spawn(move || {
+                    if let Ok(g) = p.get_timeout(GET_TIMEOUT) {
+                        *seen2.lock().unwrap() = Some(g.id());
+                        panic!("injected panic while holding #{}", g.id());
+                    }
+                })
+                .join();
+                let seen_id = *seen.lock().unwrap();
+                if let Some(id) = seen_id {
+                    ensure!(joined.is_err(), "step {step}: the panic was lost");
+                    dead.insert(id);
+                }
+            }
+            Op::ConnectFails(on) => pool.manager().fail.store(on, Ordering::SeqCst),
+            Op::ResetAll => {
+                server.reset_all();
+            }
+            Op::IdleClose(on) => server.set_idle_close(on.then_some(Duration::from_millis(30))),
+            Op::Sleep(ms) => sleep(Duration::from_millis(u64::from(ms))),
+            Op::Close => {
+                pool.close();
+                closed = true;
+            }
+        }
+        let s = pool.state();
+        ensure!(
+            s.open + s.connecting <= SIZE,
+            "step {step}: over size: {s:?}"
+        );
+        ensure!(
+            s.idle + s.in_use + s.checking == s.open,
+            "step {step}: {s:?}"
+        );
+        ensure!(
+            s.in_use == held.len(),
+            "step {step}: in_use {} but {} held: {s:?}",
+            s.in_use,
+            held.len()
+        );
+        ensure!(
+            s.waiting == 0,
+            "step {step}: a waiter was left behind: {s:?}"
+        );
+    }
+
+    // Faults stop: the pool is full again within one backoff period (plus
+    // the time to connect on a loaded machine).
+    if !closed {
+        pool.manager().fail.store(false, Ordering::SeqCst);
+        server.set_idle_close(None);
+        let limit = BACKOFF_MAX + Duration::from_millis(900);
+        if let Err(e) = pool.wait_ready(limit) {
+            return Err(format!(
+                "not full {limit:?} after faults stopped: {e}; {:?}",
+                pool.state()
+            ));
+        }
+    }
+
+    // Close and drop: nothing outlives the pool.
+    drop(held);
+    pool.close();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pool.state().background_tasks > 0 && Instant::now() < deadline {
+        sleep(Duration::from_millis(2));
+    }
+    ensure!(
+        pool.state().background_tasks == 0,
+        "tasks outlive the pool: {:?}",
+        pool.state()
+    );
+    drop(pool);
+    ensure!(
+        server.wait_open(0, Duration::from_secs(10)),
+        "the server still sees {} connections",
+        server.open()
+    );
+    drop(server);
+    if let Some(base) = base_fds {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while fd_count().unwrap_or(0) > base && Instant::now() < deadline {
+            sleep(Duration::from_millis(2));
+        }
+        let now = fd_count().unwrap_or(0);
+        ensure!(now <= base, "fd count {now}, was {base}");
+    }
+    Ok(())
+}
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+#[test]
+fn pool_invariants_hold_under_random_operations_and_faults() {
+    // Start the runtime (and its descriptors) before the first fd baseline.
+    drop(TestServer::start().unwrap());
+    let cases = env_or("GREENPOOL_PROPTEST_CASES", 60);
+    let size = env_or("GREENPOOL_PROPTEST_SIZE", 20) as usize;
+    fn prop(ops: Vec<Op>) -> TestResult {
+        match run_case(&ops) {
+            Ok(()) => TestResult::passed(),
+            Err(why) => TestResult::error(why),
+        }
+    }
+    QuickCheck::new()
+        .tests(cases)
+        .max_tests(cases * 4)
+        .rng(Gen::new(size))
+        .quickcheck(prop as fn(Vec<Op>) -> TestResult);
+}
