@@ -37,6 +37,8 @@ pub(crate) struct Config {
     pub name: String,
     pub connector_stack_size: Option<usize>,
     pub keepalive: Option<Duration>,
+    /// Ask the manager for the server's idle timeout when `keepalive` is unset.
+    pub learn_keepalive: bool,
     pub health_check_timeout: Duration,
     pub validate_after: Option<Duration>,
     pub idle_timeout: Option<Duration>,
@@ -54,6 +56,7 @@ impl Default for Config {
             name: "greenpool".to_owned(),
             connector_stack_size: None,
             keepalive: None,
+            learn_keepalive: true,
             health_check_timeout: DEFAULT_HEALTH_CHECK_TIMEOUT,
             validate_after: Some(DEFAULT_VALIDATE_AFTER),
             idle_timeout: None,
@@ -191,11 +194,32 @@ impl<M: Manager> Builder<M> {
     }
 
     /// Run [`Manager::keepalive`] on every connection that has been idle for
-    /// `interval` (default: off, unless the manager reports the server's idle
-    /// timeout). Set it a little shorter than the server's or the network's
+    /// `interval`. Set it a little shorter than the server's or the network's
     /// idle timeout. Must not be zero.
+    ///
+    /// Default: off, unless the manager reports the server's idle timeout
+    /// ([`Manager::server_idle_timeout`], asked once, on the first connection);
+    /// then every half of that timeout. [`no_keepalive`](Self::no_keepalive)
+    /// turns even that off.
+    ///
+    /// For a protocol with no cheap request to send, TCP keepalive is the
+    /// alternative: open connections with
+    /// [`runtime::net::connect`](crate::runtime::net::connect) and
+    /// `ConnectOptions::tcp_keepalive` (idle, interval, probe count per socket)
+    /// and `ConnectOptions::user_timeout`; the kernel then probes idle
+    /// connections and fails a dead one with an error on its next use, which
+    /// the pool discards.
     pub fn keepalive(mut self, interval: Duration) -> Self {
         self.cfg.keepalive = Some(interval);
+        self
+    }
+
+    /// No keepalive at all, not even one learnt from
+    /// [`Manager::server_idle_timeout`]. Idle connections are then only
+    /// checked by validation at checkout, if that is on.
+    pub fn no_keepalive(mut self) -> Self {
+        self.cfg.keepalive = None;
+        self.cfg.learn_keepalive = false;
         self
     }
 

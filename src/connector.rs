@@ -71,7 +71,9 @@ fn run<M: Manager>(task: Task<M>) {
 fn opened<M: Manager>(shared: &Arc<Shared<M>>, mut raw: M::Connection) -> Result<(), SharedError> {
     let learn = {
         let mut st = shared.lock();
-        let ask = shared.cfg.keepalive.is_none() && !st.asked_server_idle_timeout;
+        let ask = shared.cfg.keepalive.is_none()
+            && shared.cfg.learn_keepalive
+            && !st.asked_server_idle_timeout;
         st.asked_server_idle_timeout = true;
         ask
     };

@@ -2,20 +2,20 @@
 //! connection kills and a restart. The same scenarios run against a real
 //! redis-server in `health_redis.rs`.
 
+mod common;
+
 use std::io;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
-use greenpool::runtime::{sleep, spawn};
+use greenpool::runtime::sleep;
 use greenpool::testing::{LineManager, TestServer};
 use greenpool::{ConnectionPool, Retry};
 
 const LONG: Duration = Duration::from_secs(10);
 const SERVER_IDLE: Duration = Duration::from_secs(1);
 
-/// Idle 2.5 s behind a 1 s server idle timeout, then 200 requests; returns
-/// the failures seen by callers.
+/// Idle 2.5 s behind a 1 s server idle timeout, then 200 requests from 8
+/// green threads; returns the failures seen by callers.
 fn idle_scenario(builder: greenpool::Builder<LineManager>) -> (usize, greenpool::State) {
     let server = TestServer::start().unwrap();
     server.set_idle_close(Some(SERVER_IDLE));
@@ -25,25 +25,7 @@ fn idle_scenario(builder: greenpool::Builder<LineManager>) -> (usize, greenpool:
         .unwrap();
     pool.wait_ready(LONG).unwrap();
     sleep(Duration::from_millis(2500));
-    // 8 green threads x 25 requests: enough concurrency that every pooled
-    // connection is checked out at the start.
-    let failures = Arc::new(AtomicUsize::new(0));
-    let workers: Vec<_> = (0..8)
-        .map(|_| {
-            let (pool, failures) = (pool.clone(), failures.clone());
-            spawn(move || {
-                for _ in 0..25 {
-                    if pool.with(|c| c.ping()).is_err() {
-                        failures.fetch_add(1, Ordering::SeqCst);
-                    }
-                }
-            })
-        })
-        .collect();
-    for w in workers {
-        w.join().unwrap();
-    }
-    let failures = failures.load(Ordering::SeqCst);
+    let failures = common::burst(&pool, 8, 200, |p| p.with(|c| c.ping()));
     (failures, pool.state())
 }
 
@@ -143,34 +125,19 @@ fn idle_timeout_and_max_lifetime_recycle_while_the_pool_stays_full() {
 /// Requests from 50 green threads through `retry` while `fault` runs;
 /// returns the failed requests.
 fn under_faults(pool: &ConnectionPool<LineManager>, fault: impl FnOnce()) -> usize {
-    let failed = Arc::new(AtomicUsize::new(0));
-    let done = Arc::new(AtomicUsize::new(0));
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let workers: Vec<_> = (0..50)
-        .map(|_| {
-            let (pool, failed, done, stop) =
-                (pool.clone(), failed.clone(), done.clone(), stop.clone());
-            spawn(move || {
-                while !stop.load(Ordering::SeqCst) {
-                    let r: io::Result<()> = Retry::new()
-                        .max_failures(20)
-                        .interval(Duration::from_millis(20))
-                        .call(|| pool.with(|c| c.ping()));
-                    match r {
-                        Ok(()) => done.fetch_add(1, Ordering::SeqCst),
-                        Err(_) => failed.fetch_add(1, Ordering::SeqCst),
-                    };
-                }
-            })
-        })
-        .collect();
-    fault();
-    stop.store(true, Ordering::SeqCst);
-    for w in workers {
-        w.join().unwrap();
-    }
-    assert!(done.load(Ordering::SeqCst) > 0);
-    failed.load(Ordering::SeqCst)
+    let (done, failed) = common::under_load(
+        pool,
+        50,
+        |p: &ConnectionPool<LineManager>| -> io::Result<()> {
+            Retry::new()
+                .max_failures(20)
+                .interval(Duration::from_millis(20))
+                .call(|| p.with(|c| c.ping()))
+        },
+        fault,
+    );
+    assert!(done > 0);
+    failed
 }
 
 #[test]

@@ -92,3 +92,79 @@ impl Mock {
         self.live.load(Ordering::SeqCst)
     }
 }
+
+/// Run `request` from `workers` green threads in a loop while `fault` runs on
+/// the calling thread; returns (requests that succeeded, requests that failed).
+pub fn under_load<M, E, R, F>(
+    pool: &greenpool::ConnectionPool<M>,
+    workers: usize,
+    request: R,
+    fault: F,
+) -> (usize, usize)
+where
+    M: Manager,
+    R: Fn(&greenpool::ConnectionPool<M>) -> Result<(), E> + Clone + Send + 'static,
+    F: FnOnce(),
+{
+    use std::sync::atomic::AtomicUsize;
+    let done = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let handles: Vec<_> = (0..workers)
+        .map(|_| {
+            let (pool, done, failed, stop, request) = (
+                pool.clone(),
+                done.clone(),
+                failed.clone(),
+                stop.clone(),
+                request.clone(),
+            );
+            greenpool::runtime::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    match request(&pool) {
+                        Ok(()) => done.fetch_add(1, Ordering::SeqCst),
+                        Err(_) => failed.fetch_add(1, Ordering::SeqCst),
+                    };
+                }
+            })
+        })
+        .collect();
+    fault();
+    stop.store(true, Ordering::SeqCst);
+    for h in handles {
+        h.join().unwrap();
+    }
+    (done.load(Ordering::SeqCst), failed.load(Ordering::SeqCst))
+}
+
+/// Send `total` requests from `workers` green threads (enough concurrency that
+/// every pooled connection is checked out at the start); returns the failures.
+pub fn burst<M, E, R>(
+    pool: &greenpool::ConnectionPool<M>,
+    workers: usize,
+    total: usize,
+    request: R,
+) -> usize
+where
+    M: Manager,
+    R: Fn(&greenpool::ConnectionPool<M>) -> Result<(), E> + Clone + Send + 'static,
+{
+    use std::sync::atomic::AtomicUsize;
+    let failures = Arc::new(AtomicUsize::new(0));
+    let handles: Vec<_> = (0..workers)
+        .map(|_| {
+            let (pool, failures, request) = (pool.clone(), failures.clone(), request.clone());
+            greenpool::runtime::spawn(move || {
+                for _ in 0..total / workers {
+                    if request(&pool).is_err() {
+                        failures.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    failures.load(Ordering::SeqCst)
+}
