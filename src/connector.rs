@@ -59,7 +59,12 @@ fn run<M: Manager>(task: Task<M>) {
             )),
         };
         let delay = backoff.next_delay();
-        shared.lock().record_failure(&shared.cfg.name, error, delay);
+        let report = {
+            let mut st = shared.lock();
+            st.counters.connect_failures += 1;
+            st.health.failure(&shared.cfg.name, error, delay)
+        };
+        report.emit();
         // Sleep, but wake at once if the pool closes.
         shared.close_flag.wait_timeout(delay);
         greenpool_runtime::yield_now();
@@ -129,7 +134,7 @@ fn learn_server_idle_timeout<M: Manager>(shared: &Arc<Shared<M>>, raw: &mut M::C
                 shared.cfg.name
             );
             shared.lock().learnt_keepalive = Some(interval);
-            shared.maintenance_wake.notify_all();
+            shared.maintenance_kick.post();
         }
     }
 }
@@ -167,48 +172,81 @@ impl ConnectHealth {
     }
 }
 
-impl<C> crate::pool::PoolState<C> {
-    /// Log the change from healthy to failing, then a summary every
-    /// [`FAILURE_SUMMARY_EVERY`]; single failures go to `debug`.
-    fn record_failure(&mut self, name: &str, error: SharedError, retry_in: Duration) {
-        self.counters.connect_failures += 1;
-        let h = &mut self.health;
+impl ConnectHealth {
+    /// Count a failed attempt. Reports the change from healthy to failing,
+    /// then a summary every [`FAILURE_SUMMARY_EVERY`]; single failures go to
+    /// `debug`.
+    pub fn failure(&mut self, name: &str, error: SharedError, retry_in: Duration) -> HealthReport {
         let now = Instant::now();
-        h.failures += 1;
-        if h.failures == 1 {
-            h.failing_since = Some(now);
-            h.last_summary = Some(now);
-            log::warn!("pool {name}: cannot open a connection: {error}; retrying with backoff");
-        } else if h
+        self.failures += 1;
+        let report = if self.failures == 1 {
+            self.failing_since = Some(now);
+            self.last_summary = Some(now);
+            HealthReport::new(
+                log::Level::Warn,
+                format!("pool {name}: cannot open a connection: {error}; retrying with backoff"),
+            )
+        } else if self
             .last_summary
             .is_none_or(|t| now - t >= FAILURE_SUMMARY_EVERY)
         {
-            h.last_summary = Some(now);
-            let since = h.failing_since.map(|t| now - t).unwrap_or_default();
-            log::warn!(
-                "pool {name}: still cannot connect: {} failed attempts in {:.1?}; last error: {error}",
-                h.failures,
-                since
-            );
+            self.last_summary = Some(now);
+            let since = self.failing_since.map(|t| now - t).unwrap_or_default();
+            HealthReport::new(
+                log::Level::Warn,
+                format!(
+                    "pool {name}: still cannot connect: {} failed attempts in {since:.1?}; \
+                     last error: {error}",
+                    self.failures
+                ),
+            )
+        } else if log::log_enabled!(log::Level::Debug) {
+            HealthReport::new(
+                log::Level::Debug,
+                format!("pool {name}: connect failed: {error}; next attempt in {retry_in:?}"),
+            )
         } else {
-            log::debug!("pool {name}: connect failed: {error}; next attempt in {retry_in:?}");
-        }
-        h.last_error = Some(error);
+            HealthReport(None)
+        };
+        self.last_error = Some(error);
+        report
     }
 
-    pub(crate) fn record_success(&mut self, name: &str) {
-        let h = &mut self.health;
-        if h.failures > 0 {
-            let since = h.failing_since.map(|t| t.elapsed()).unwrap_or_default();
-            log::info!(
-                "pool {name}: connected again after {} failed attempts over {:.1?}",
-                h.failures,
-                since
-            );
+    /// Count a successful connect; reports the way back from failing.
+    pub fn success(&mut self, name: &str) -> HealthReport {
+        let report = if self.failures > 0 {
+            let since = self.failing_since.map(|t| t.elapsed()).unwrap_or_default();
+            HealthReport::new(
+                log::Level::Info,
+                format!(
+                    "pool {name}: connected again after {} failed attempts over {since:.1?}",
+                    self.failures
+                ),
+            )
+        } else {
+            HealthReport(None)
+        };
+        self.failures = 0;
+        self.failing_since = None;
+        self.last_error = None;
+        report
+    }
+}
+
+/// A log line decided under the pool lock and written after it is released
+/// (a logger may block; the pool lock is never held across a blocking call).
+#[must_use = "call emit() once the pool lock is released"]
+pub(crate) struct HealthReport(Option<(log::Level, String)>);
+
+impl HealthReport {
+    fn new(level: log::Level, message: String) -> Self {
+        HealthReport(Some((level, message)))
+    }
+
+    pub fn emit(self) {
+        if let Some((level, message)) = self.0 {
+            log::log!(level, "{message}");
         }
-        h.failures = 0;
-        h.failing_since = None;
-        h.last_error = None;
     }
 }
 

@@ -43,16 +43,12 @@ pub(crate) fn spawn<M: Manager>(shared: &Arc<Shared<M>>) {
 fn run<M: Manager>(task: Task<M>) {
     let shared = &task.shared;
     loop {
-        {
-            let st = shared.lock();
-            if shared.is_closed() {
-                return;
-            }
-            // Computed under the lock, so a keepalive learnt meanwhile (which
-            // notifies under the same lock) is never missed.
-            let tick = tick(shared, st.learnt_keepalive);
-            let _ = shared.maintenance_wake.wait_timeout(st, tick);
+        if shared.is_closed() {
+            return;
         }
+        let learnt = shared.lock().learnt_keepalive;
+        // A keepalive learnt after this read posts the kick: not missed.
+        shared.maintenance_kick.wait_timeout(tick(shared, learnt));
         // A timed-out wait resumes on may's timer thread; go back to a worker.
         greenpool_runtime::yield_now();
         if shared.is_closed() {

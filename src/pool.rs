@@ -15,7 +15,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, TryLockError};
 use std::time::{Duration, Instant};
 
-use greenpool_runtime::sync::{AtomicOption, Blocker, Condvar, Mutex, MutexGuard, SyncFlag};
+use greenpool_runtime::sync::{
+    AtomicOption, Blocker, Mutex, MutexGuard, ParkError, Semaphore, SyncFlag,
+};
 use greenpool_runtime::{Deadline, Wait};
 
 use crate::builder::{Builder, Config};
@@ -111,6 +113,9 @@ pub(crate) struct PoolState<C> {
     /// Keepalive interval learnt from `Manager::server_idle_timeout`.
     pub learnt_keepalive: Option<Duration>,
     pub asked_server_idle_timeout: bool,
+    /// Callers of `wait_ready`, woken when a connection opens or the pool
+    /// closes.
+    ready_waiters: Vec<Arc<Blocker>>,
 }
 
 impl<C> PoolState<C> {
@@ -118,9 +123,9 @@ impl<C> PoolState<C> {
         self.idle.len() + self.in_use + self.checking
     }
 
-    /// Give a connection that is not counted anywhere to the oldest waiter, or
-    /// make it idle. Returns the waiter to unpark once the lock is released.
-    /// The caller must already have counted the connection in `in_use`.
+    /// Give a connection counted in `in_use` to the oldest waiter (it stays in
+    /// use), or make it idle. Returns the waiter to unpark once the lock is
+    /// released.
     #[must_use]
     fn deliver_in_use(&mut self, conn: Conn<C>) -> Option<Arc<Waiter<C>>> {
         match self.waiters.pop_front() {
@@ -142,14 +147,12 @@ pub(crate) struct Shared<M: Manager> {
     pub manager: M,
     pub cfg: Config,
     state: Mutex<PoolState<M::Connection>>,
-    /// Notified when a connection opens and when the pool closes.
-    ready: Condvar,
     closed: AtomicBool,
     /// Fired on close: wakes background tasks out of their sleeps.
     pub close_flag: SyncFlag,
     /// Wakes the maintenance green thread early: on close, and when its tick
     /// must change (a keepalive interval was learnt from the server).
-    pub maintenance_wake: Condvar,
+    pub maintenance_kick: Semaphore,
     next_id: AtomicU64,
     pub clock: CoarseClock,
     /// Background green threads alive (connectors, maintenance, health checks).
@@ -205,11 +208,11 @@ impl<M: Manager> ConnectionPool<M> {
                 health: ConnectHealth::default(),
                 learnt_keepalive: None,
                 asked_server_idle_timeout: false,
+                ready_waiters: Vec::new(),
             }),
-            ready: Condvar::new(),
             closed: AtomicBool::new(false),
             close_flag: SyncFlag::new(),
-            maintenance_wake: Condvar::new(),
+            maintenance_kick: Semaphore::new(0),
             next_id: AtomicU64::new(1),
             clock: CoarseClock::new(),
             tasks: AtomicUsize::new(0),
@@ -362,28 +365,30 @@ impl<M: Manager> fmt::Debug for ConnectionPool<M> {
 }
 
 impl<M: Manager> Shared<M> {
+    /// Lock the pool state.
+    ///
+    /// This never parks the green thread: it spins on `try_lock`, yielding the
+    /// OS thread between tries. The lock is held only for a few instructions
+    /// and never across a blocking call (a holder cannot be descheduled by
+    /// another green thread while holding it), so the wait is short. Parking
+    /// would be wrong here: in a green thread that has been cancelled, may
+    /// turns any park into a cancellation panic, which would leave the pool's
+    /// books half-updated (a waiter left in the queue, a slot never given
+    /// back), and inside an unwind (a guard dropped by a cancelled green
+    /// thread) abort the process. The runtime mutex is still the right type:
+    /// its condition variables wait on it.
     pub fn lock(&self) -> MutexGuard<'_, PoolState<M::Connection>> {
-        // The lock is never held across user code, so poisoning can only come
-        // from a bug in this module; the state is still consistent then.
-        match self.state.try_lock() {
-            Ok(guard) => guard,
-            Err(TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(TryLockError::WouldBlock) if std::thread::panicking() => self.lock_unwinding(),
-            Err(TryLockError::WouldBlock) => self.state.lock().unwrap_or_else(|p| p.into_inner()),
-        }
-    }
-
-    /// Take the lock while unwinding, e.g. a guard dropped in a green thread
-    /// that was cancelled. Such a green thread must not park: may would raise
-    /// its cancellation again inside the unwind and abort the process. The
-    /// lock is only ever held for a few instructions and never across a
-    /// blocking call, so waiting for it without parking is short.
-    #[cold]
-    fn lock_unwinding(&self) -> MutexGuard<'_, PoolState<M::Connection>> {
+        let mut spins = 0u32;
         loop {
             match self.state.try_lock() {
                 Ok(guard) => return guard,
+                // The lock is never held across user code, so poisoning can
+                // only come from a bug here; the state is consistent then.
                 Err(TryLockError::Poisoned(p)) => return p.into_inner(),
+                Err(TryLockError::WouldBlock) if spins < 64 => {
+                    spins += 1;
+                    std::hint::spin_loop();
+                }
                 Err(TryLockError::WouldBlock) => std::thread::yield_now(),
             }
         }
@@ -443,7 +448,11 @@ impl<M: Manager> Shared<M> {
             if let Some(conn) = waiter.slot.take() {
                 return Ok(conn);
             }
-            let cancelled = parked == Err(greenpool_runtime::sync::ParkError::Canceled);
+            let cancelled = parked == Err(ParkError::Canceled);
+            if parked == Err(ParkError::Timeout) {
+                // A timed-out park resumes on may's timer thread.
+                greenpool_runtime::yield_now();
+            }
             if cancelled || deadline.is_expired() || self.is_closed() {
                 return self.abandon_wait(&waiter, cancelled, start);
             }
@@ -563,14 +572,18 @@ impl<M: Manager> Shared<M> {
             drop(conn);
             return;
         }
-        st.record_success(&self.cfg.name);
+        let report = st.health.success(&self.cfg.name);
         st.counters.created += 1;
         st.in_use += 1;
         let wake = st.deliver_in_use(conn);
+        let ready = std::mem::take(&mut st.ready_waiters);
         drop(st);
-        self.ready.notify_all();
+        report.emit();
         if let Some(w) = wake {
             w.blocker.unpark();
+        }
+        for b in ready {
+            b.unpark();
         }
     }
 
@@ -600,30 +613,41 @@ impl<M: Manager> Shared<M> {
 
     fn wait_ready(&self, deadline: Deadline, timeout: Duration) -> Result<(), Error> {
         let start = Instant::now();
-        let mut st = self.lock();
         loop {
-            if self.is_closed() {
-                return Err(Error::Closed);
-            }
-            if st.open() >= self.cfg.size {
-                return Ok(());
-            }
-            st = match deadline.wait() {
-                Wait::Expired => {
+            let blocker = {
+                let mut st = self.lock();
+                if self.is_closed() {
+                    return Err(Error::Closed);
+                }
+                if st.open() >= self.cfg.size {
+                    return Ok(());
+                }
+                if deadline.is_expired() {
                     let mut e = self.timeout_error(&st, start);
                     if let Error::Timeout { waited, .. } = &mut e {
                         *waited = timeout.max(start.elapsed());
                     }
                     return Err(e);
                 }
-                Wait::For(d) => {
-                    self.ready
-                        .wait_timeout(st, d)
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0
-                }
-                Wait::Forever => self.ready.wait(st).unwrap_or_else(|p| p.into_inner()),
+                // Cancellation comes back as an error so we can leave the list.
+                let b = Arc::new(Blocker::new(true));
+                st.ready_waiters.push(Arc::clone(&b));
+                b
             };
+            let parked = match deadline.wait() {
+                Wait::Expired => Ok(()),
+                Wait::For(d) => blocker.park(Some(d)),
+                Wait::Forever => blocker.park(None),
+            };
+            self.lock()
+                .ready_waiters
+                .retain(|b| !Arc::ptr_eq(b, &blocker));
+            match parked {
+                Err(ParkError::Canceled) => greenpool_runtime::sync::resume_cancel(),
+                // A timed-out park resumes on may's timer thread.
+                Err(ParkError::Timeout) => greenpool_runtime::yield_now(),
+                Ok(()) => {}
+            }
         }
     }
 
@@ -647,11 +671,12 @@ impl<M: Manager> Shared<M> {
         if self.closed.swap(true, Ordering::AcqRel) {
             return;
         }
-        let (idle, waiters) = {
+        let (idle, waiters, ready) = {
             let mut st = self.lock();
             let idle: Vec<_> = st.idle.drain(..).collect();
             let waiters: Vec<_> = st.waiters.drain(..).collect();
-            (idle, waiters)
+            let ready = std::mem::take(&mut st.ready_waiters);
+            (idle, waiters, ready)
         };
         log::info!(
             "pool {}: closing ({} idle connections closed now, {} waiters woken)",
@@ -660,8 +685,10 @@ impl<M: Manager> Shared<M> {
             waiters.len()
         );
         self.close_flag.fire();
-        self.ready.notify_all();
-        self.maintenance_wake.notify_all();
+        self.maintenance_kick.post();
+        for b in ready {
+            b.unpark();
+        }
         for w in waiters {
             w.blocker.unpark();
         }
