@@ -468,3 +468,14 @@ fn a_guard_held_by_a_cancelled_green_thread_is_discarded_not_leaked() {
     assert!(wait_until(LONG, || p.state().open == 2));
     assert_eq!(p.state().in_use, 0);
 }
+
+#[test]
+fn handles_and_guards_are_send_and_sync() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+    send_sync::<ConnectionPool<Mock>>();
+    send_sync::<greenpool::Error>();
+    send_sync::<ErrorSet>();
+    send_sync::<greenpool::Retry>();
+    send::<greenpool::PooledConnection<Mock>>();
+}
