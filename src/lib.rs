@@ -79,6 +79,7 @@ pub use greenpool_runtime as runtime;
 mod builder;
 mod clock;
 mod connector;
+mod deadlines;
 mod error;
 mod error_set;
 mod guard;

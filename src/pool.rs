@@ -23,6 +23,7 @@ use greenpool_runtime::{Deadline, Wait};
 use crate::builder::{Builder, Config};
 use crate::clock::{CoarseClock, Millis};
 use crate::connector::{self, ConnectHealth};
+use crate::deadlines;
 use crate::error::Error;
 use crate::guard::PooledConnection;
 use crate::maintenance;
@@ -93,18 +94,35 @@ pub(crate) struct Conn<C> {
     pub expires: Option<Millis>,
 }
 
-/// A caller blocked in `get`. The giver fills `slot` under the pool lock,
-/// after removing the waiter from the queue, then unparks it.
-struct Waiter<C> {
+/// A caller blocked in `get`. Exactly one of two things ends the wait, both
+/// under the pool lock and both removing the waiter from the queue first: a
+/// giver fills `slot`, or the deadline watcher sets `expired`. Then it is
+/// unparked.
+pub(crate) struct Waiter<C> {
     slot: AtomicOption<Conn<C>>,
     blocker: Blocker,
+    /// The deadline, when the pool's deadline watcher enforces it (a `get`
+    /// with the pool's checkout timeout). `None`: the waiter parks with its
+    /// own timer (`get_timeout`), or waits forever.
+    pub watched_deadline: Option<Instant>,
+    /// Set by the deadline watcher when it took this waiter off the queue.
+    pub expired: AtomicBool,
+}
+
+impl<C> Waiter<C> {
+    pub fn unpark(&self) {
+        self.blocker.unpark()
+    }
 }
 
 pub(crate) struct PoolState<C> {
     /// Idle connections; the back is the most recently returned (LIFO keeps
     /// the busiest connections warm and lets the rest be kept alive or expire).
     pub idle: VecDeque<Conn<C>>,
-    waiters: VecDeque<Arc<Waiter<C>>>,
+    pub waiters: VecDeque<Arc<Waiter<C>>>,
+    /// When the deadline watcher will next wake (`None`: not until kicked).
+    /// A watched waiter with an earlier deadline must kick it.
+    pub watcher_wakes_at: Option<Instant>,
     pub in_use: usize,
     pub checking: usize,
     pub connecting: usize,
@@ -153,6 +171,11 @@ pub(crate) struct Shared<M: Manager> {
     /// Wakes the maintenance green thread early: on close, and when its tick
     /// must change (a keepalive interval was learnt from the server).
     pub maintenance_kick: Semaphore,
+    /// Wakes the deadline watcher: a first watched waiter arrived, or close.
+    pub watcher_kick: Semaphore,
+    /// False if the deadline watcher could not be started: every waiter then
+    /// parks with its own timer.
+    pub has_watcher: AtomicBool,
     next_id: AtomicU64,
     pub clock: CoarseClock,
     /// Background green threads alive (connectors, maintenance, health checks).
@@ -201,6 +224,7 @@ impl<M: Manager> ConnectionPool<M> {
             state: Mutex::new(PoolState {
                 idle: VecDeque::with_capacity(size),
                 waiters: VecDeque::new(),
+                watcher_wakes_at: None,
                 in_use: 0,
                 checking: 0,
                 connecting: size,
@@ -213,6 +237,8 @@ impl<M: Manager> ConnectionPool<M> {
             closed: AtomicBool::new(false),
             close_flag: SyncFlag::new(),
             maintenance_kick: Semaphore::new(0),
+            watcher_kick: Semaphore::new(0),
+            has_watcher: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
             clock: CoarseClock::new(),
             tasks: AtomicUsize::new(0),
@@ -227,6 +253,7 @@ impl<M: Manager> ConnectionPool<M> {
             connector::spawn(&shared);
         }
         maintenance::spawn(&shared);
+        deadlines::spawn(&shared);
         ConnectionPool {
             handle: Arc::new(Handle { shared }),
         }
@@ -247,23 +274,32 @@ impl<M: Manager> ConnectionPool<M> {
     /// discarded and replaced by the next; the caller never sees it.
     /// Fails with [`Error::Closed`] once the pool is closed.
     pub fn get(&self) -> Result<PooledConnection<M>, Error> {
-        self.get_by(self.shared().cfg.checkout_timeout)
+        self.get_by(self.shared().cfg.checkout_timeout, true)
     }
 
     /// [`get`](Self::get) with this timeout instead of the pool's.
     /// `Duration::ZERO` never waits (like [`try_get`](Self::try_get)).
+    ///
+    /// A wait here arms a runtime timer of its own, which costs more than a
+    /// wait in [`get`](Self::get) (whose deadlines one watcher per pool
+    /// enforces); prefer the pool's checkout timeout on hot paths.
     pub fn get_timeout(&self, timeout: Duration) -> Result<PooledConnection<M>, Error> {
-        self.get_by(Some(timeout))
+        self.get_by(Some(timeout), false)
     }
 
     /// Check out an idle connection without waiting; fails with
     /// [`Error::Timeout`] when none is idle.
     pub fn try_get(&self) -> Result<PooledConnection<M>, Error> {
-        self.get_by(Some(Duration::ZERO))
+        self.get_by(Some(Duration::ZERO), false)
     }
 
-    /// Check out with a timeout (`None`: wait forever).
-    fn get_by(&self, timeout: Option<Duration>) -> Result<PooledConnection<M>, Error> {
+    /// Check out with a timeout (`None`: wait forever); `pool_timeout` says
+    /// it is the pool's own, which the deadline watcher can enforce.
+    fn get_by(
+        &self,
+        timeout: Option<Duration>,
+        pool_timeout: bool,
+    ) -> Result<PooledConnection<M>, Error> {
         let shared = self.shared();
         // Read the clock only if we have to wait: the fast path takes none.
         let mut waiting_since: Option<(Instant, Deadline)> = None;
@@ -278,7 +314,7 @@ impl<M: Manager> ConnectionPool<M> {
                         };
                         (Instant::now(), deadline)
                     });
-                    shared.checkout(deadline, start)?
+                    shared.checkout(deadline, start, pool_timeout)?
                 }
             };
             if maintenance::needs_validation(shared, &conn) {
@@ -415,7 +451,12 @@ impl<M: Manager> Shared<M> {
     }
 
     /// Take an idle connection, or wait in line for one until `deadline`.
-    fn checkout(&self, deadline: Deadline, start: Instant) -> Result<Conn<M::Connection>, Error> {
+    fn checkout(
+        &self,
+        deadline: Deadline,
+        start: Instant,
+        pool_timeout: bool,
+    ) -> Result<Conn<M::Connection>, Error> {
         let mut st = self.lock();
         if self.is_closed() {
             return Err(Error::Closed);
@@ -429,21 +470,40 @@ impl<M: Manager> Shared<M> {
             st.counters.checkout_timeouts += 1;
             return Err(self.timeout_error(&st, start));
         }
+        // A runtime timer per wait is expensive in may (each cancelled timer
+        // wakes its timer thread), so waits with the pool's own timeout are
+        // timed by the pool's deadline watcher instead: FIFO order makes the
+        // front waiter's deadline the earliest, and one sleep covers them all.
+        let watched_deadline = deadline
+            .instant()
+            .filter(|_| pool_timeout && self.has_watcher.load(Ordering::Acquire));
         let waiter = Arc::new(Waiter {
             slot: AtomicOption::none(),
             // Cancellation must come back to us as an error, not unwind inside
             // `park`, so that the waiter can leave the queue first.
             blocker: Blocker::new(true),
+            watched_deadline,
+            expired: AtomicBool::new(false),
         });
         st.waiters.push_back(Arc::clone(&waiter));
         st.counters.waited_checkouts += 1;
+        let kick = watched_deadline.is_some_and(|at| {
+            let earlier = st.watcher_wakes_at.is_none_or(|wakes| at < wakes);
+            if earlier {
+                st.watcher_wakes_at = Some(at);
+            }
+            earlier
+        });
         drop(st);
+        if kick {
+            self.watcher_kick.post();
+        }
 
         loop {
-            let parked = match deadline.wait() {
-                Wait::Expired => Ok(()),
-                Wait::For(d) => waiter.blocker.park(Some(d)),
-                Wait::Forever => waiter.blocker.park(None),
+            let parked = match (watched_deadline, deadline.wait()) {
+                (Some(_), _) | (None, Wait::Forever) => waiter.blocker.park(None),
+                (None, Wait::For(d)) => waiter.blocker.park(Some(d)),
+                (None, Wait::Expired) => Ok(()),
             };
             if let Some(conn) = waiter.slot.take() {
                 return Ok(conn);
@@ -453,7 +513,12 @@ impl<M: Manager> Shared<M> {
                 // A timed-out park resumes on may's timer thread.
                 greenpool_runtime::yield_now();
             }
-            if cancelled || deadline.is_expired() || self.is_closed() {
+            let expired = if watched_deadline.is_some() {
+                waiter.expired.load(Ordering::Acquire)
+            } else {
+                deadline.is_expired()
+            };
+            if cancelled || expired || self.is_closed() {
                 return self.abandon_wait(&waiter, cancelled, start);
             }
             // Woken with nothing to take and time left: wait again.
@@ -686,6 +751,7 @@ impl<M: Manager> Shared<M> {
         );
         self.close_flag.fire();
         self.maintenance_kick.post();
+        self.watcher_kick.post();
         for b in ready {
             b.unpark();
         }

@@ -479,3 +479,39 @@ fn handles_and_guards_are_send_and_sync() {
     send_sync::<greenpool::Retry>();
     send::<greenpool::PooledConnection<Mock>>();
 }
+
+#[test]
+fn the_pool_checkout_timeout_is_enforced_for_many_waiters() {
+    let p = ConnectionPool::builder()
+        .size(1)
+        .checkout_timeout(Duration::from_millis(150))
+        .build(Mock::default())
+        .unwrap();
+    p.wait_ready(LONG).unwrap();
+    let _held = p.get().unwrap();
+    let t = Instant::now();
+    let waiters: Vec<_> = (0..20)
+        .map(|_| {
+            let p = p.clone();
+            spawn(move || {
+                let t = Instant::now();
+                let e = p.get().map(|_| ()).unwrap_err();
+                (t.elapsed(), e)
+            })
+        })
+        .collect();
+    // and one from a plain thread
+    let p2 = p.clone();
+    let thread = std::thread::spawn(move || p2.get().map(|_| ()).unwrap_err());
+    for w in waiters {
+        let (waited, e) = w.join().unwrap();
+        assert!(e.is_timeout(), "{e}");
+        assert!(waited >= Duration::from_millis(150), "{waited:?}");
+        assert!(waited < Duration::from_secs(3), "{waited:?}");
+    }
+    assert!(thread.join().unwrap().is_timeout());
+    assert!(t.elapsed() < Duration::from_secs(3));
+    let s = p.state();
+    assert_eq!(s.waiting, 0);
+    assert_eq!(s.counters.checkout_timeouts, 21);
+}
