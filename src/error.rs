@@ -29,15 +29,27 @@ pub enum Error {
         /// time: usually the real reason nothing was free.
         last_connect_error: Option<SharedError>,
     },
+    /// [`ConnectionPool::wait_ready`](crate::ConnectionPool::wait_ready) gave
+    /// up: not all connections were open in time.
+    NotReady {
+        /// How long the caller waited.
+        waited: Duration,
+        /// The pool's size.
+        size: usize,
+        /// Open connections when the wait ended.
+        open: usize,
+        /// The last connect error, if the pool was failing to connect.
+        last_connect_error: Option<SharedError>,
+    },
     /// The pool was closed ([`ConnectionPool::close`](crate::ConnectionPool::close),
     /// or its last handle was dropped).
     Closed,
 }
 
 impl Error {
-    /// True for [`Error::Timeout`].
+    /// True for [`Error::Timeout`] and [`Error::NotReady`].
     pub fn is_timeout(&self) -> bool {
-        matches!(self, Error::Timeout { .. })
+        matches!(self, Error::Timeout { .. } | Error::NotReady { .. })
     }
 
     /// True for [`Error::Closed`].
@@ -49,6 +61,10 @@ impl Error {
     pub fn last_connect_error(&self) -> Option<&(dyn StdError + Send + Sync + 'static)> {
         match self {
             Error::Timeout {
+                last_connect_error: Some(e),
+                ..
+            }
+            | Error::NotReady {
                 last_connect_error: Some(e),
                 ..
             } => Some(&**e),
@@ -66,18 +82,36 @@ impl fmt::Display for Error {
                 open,
                 last_connect_error,
             } => {
-                write!(f, "no pooled connection became free within {waited:?}")?;
+                write!(f, "no pooled connection became free within {waited:.1?}")?;
                 match last_connect_error {
                     Some(e) => write!(
                         f,
-                        ": the pool cannot connect ({open} of {size} connections open); \
-                         last connect error: {e}. Check that the server is up and reachable"
+                        ": the pool cannot connect ({open} of {size} connections open; \
+                         it keeps trying in the background); last connect error: {e}"
                     ),
                     None => write!(
                         f,
                         " (all {open} of {size} connections in use); raise the pool size \
                          or the checkout timeout, or hold connections for less time"
                     ),
+                }
+            }
+            Error::NotReady {
+                waited,
+                size,
+                open,
+                last_connect_error,
+            } => {
+                write!(
+                    f,
+                    "only {open} of {size} connections open after {waited:.1?}"
+                )?;
+                match last_connect_error {
+                    Some(e) => write!(
+                        f,
+                        "; the pool keeps trying in the background; last connect error: {e}"
+                    ),
+                    None => f.write_str("; the others are still connecting"),
                 }
             }
             Error::Closed => f.write_str("the connection pool is closed"),
@@ -87,20 +121,15 @@ impl fmt::Display for Error {
 
 impl StdError for Error {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        match self {
-            Error::Timeout {
-                last_connect_error: Some(e),
-                ..
-            } => Some(&**e as &(dyn StdError + 'static)),
-            _ => None,
-        }
+        self.last_connect_error()
+            .map(|e| e as &(dyn StdError + 'static))
     }
 }
 
 impl From<Error> for io::Error {
     fn from(e: Error) -> Self {
         let kind = match e {
-            Error::Timeout { .. } => io::ErrorKind::TimedOut,
+            Error::Timeout { .. } | Error::NotReady { .. } => io::ErrorKind::TimedOut,
             Error::Closed => io::ErrorKind::NotConnected,
         };
         io::Error::new(kind, e)

@@ -185,7 +185,9 @@ fn is_type<T: StdError + 'static>(e: &(dyn StdError + 'static)) -> bool {
 
 /// The next error in the chain. `io::Error::source` skips the error it wraps
 /// (it returns the wrapped error's source), so look at the wrapped one first.
-fn chain_next<'a>(e: &'a (dyn StdError + 'static)) -> Option<&'a (dyn StdError + 'static)> {
+pub(crate) fn chain_next<'a>(
+    e: &'a (dyn StdError + 'static),
+) -> Option<&'a (dyn StdError + 'static)> {
     if let Some(io) = e.downcast_ref::<io::Error>() {
         if let Some(inner) = io.get_ref() {
             return Some(inner as &(dyn StdError + 'static));

@@ -688,11 +688,12 @@ impl<M: Manager> Shared<M> {
                     return Ok(());
                 }
                 if deadline.is_expired() {
-                    let mut e = self.timeout_error(&st, start);
-                    if let Error::Timeout { waited, .. } = &mut e {
-                        *waited = timeout.max(start.elapsed());
-                    }
-                    return Err(e);
+                    return Err(Error::NotReady {
+                        waited: timeout.max(start.elapsed()),
+                        size: self.cfg.size,
+                        open: st.open(),
+                        last_connect_error: st.health.current_error(),
+                    });
                 }
                 // Cancellation comes back as an error so we can leave the list.
                 let b = Arc::new(Blocker::new(true));

@@ -55,6 +55,13 @@ where
 ///   returned as it is, so `?` keeps working.
 /// - Any other error returns at once. A panic is not caught: it goes straight
 ///   to the caller (and a pool guard in scope discards its connection).
+/// - A pool's own failure to hand out a connection — a
+///   [`greenpool::Error`](crate::Error) anywhere in the source chain — is
+///   not retried, even though it converts into an `io::Error`: a checkout
+///   that timed out has already waited the whole checkout timeout (retrying
+///   it would multiply the wait while the server is down), and a closed pool
+///   stays closed. [`retry_pool_timeouts`](Self::retry_pool_timeouts) opts in
+///   for timeouts, to ride out an outage longer than one checkout timeout.
 /// - Each retry is logged at [`retry_level`](Self::retry_level) (default
 ///   `Info`), the give-up at [`give_up_level`](Self::give_up_level) (default
 ///   `Error`), both to [`log_target`](Self::log_target). Messages are
@@ -95,6 +102,7 @@ pub struct Retry {
     give_up_level: log::Level,
     retry_message: Cow<'static, str>,
     give_up_message: Cow<'static, str>,
+    retry_pool_timeouts: bool,
 }
 
 impl Default for Retry {
@@ -111,6 +119,7 @@ impl Default for Retry {
             give_up_level: log::Level::Error,
             retry_message: Cow::Borrowed(DEFAULT_RETRY_MESSAGE),
             give_up_message: Cow::Borrowed(DEFAULT_GIVE_UP_MESSAGE),
+            retry_pool_timeouts: false,
         }
     }
 }
@@ -213,6 +222,15 @@ impl Retry {
         self
     }
 
+    /// Also retry a checkout that timed out
+    /// ([`Error::Timeout`](crate::Error::Timeout); default: no, see
+    /// [`Retry`]). Each such attempt waits up to the pool's checkout timeout
+    /// again, so the whole call can take `(max_failures + 1)` of them.
+    pub fn retry_pool_timeouts(mut self, yes: bool) -> Self {
+        self.retry_pool_timeouts = yes;
+        self
+    }
+
     /// Name the operation unless a name was set (used by [`retrying!`](crate::retrying)).
     #[doc(hidden)]
     pub fn default_name(mut self, name: &'static str) -> Self {
@@ -251,7 +269,7 @@ impl Retry {
                 }
                 Err(e) => e,
             };
-            if !self.on.matches(&error) {
+            if !self.on.matches(&error) || !self.may_retry_pool_error(&error) {
                 return RetryOutcome {
                     result: Err(error),
                     attempts: attempt,
@@ -275,6 +293,18 @@ impl Retry {
                 wait = wait.mul_f64(factor).min(max);
             }
         }
+    }
+
+    /// False for a pool error that is not to be retried (see [`Retry`]).
+    fn may_retry_pool_error(&self, error: &(dyn StdError + 'static)) -> bool {
+        let mut next = Some(error);
+        while let Some(e) = next {
+            if let Some(pool_error) = e.downcast_ref::<crate::Error>() {
+                return self.retry_pool_timeouts && pool_error.is_timeout();
+            }
+            next = crate::error_set::chain_next(e);
+        }
+        true
     }
 
     fn jittered(&self, d: Duration) -> Duration {

@@ -130,6 +130,8 @@ fn under_faults(pool: &ConnectionPool<LineManager>, fault: impl FnOnce()) -> usi
         50,
         |p: &ConnectionPool<LineManager>| -> io::Result<()> {
             Retry::new()
+                // Ride out the restart: a checkout may time out meanwhile.
+                .retry_pool_timeouts(true)
                 .max_failures(20)
                 .interval(Duration::from_millis(20))
                 .call(|| p.with(|c| c.ping()))

@@ -97,6 +97,8 @@ fn redis_idle_timeout_negative_control_failures_really_happen() {
 
 fn retrying_ping(p: &ConnectionPool<RedisManager>) -> Result<(), RespError> {
     Retry::new()
+        // Ride out the restart: a checkout may time out meanwhile.
+        .retry_pool_timeouts(true)
         .max_failures(20)
         .interval(Duration::from_millis(20))
         .backoff(2.0, Duration::from_millis(200))

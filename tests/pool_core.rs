@@ -295,7 +295,21 @@ fn server_down_times_out_with_the_connect_error_then_refills() {
     let ioe: io::Error = e.into();
     assert_eq!(ioe.kind(), io::ErrorKind::TimedOut);
     let e = p.wait_ready(Duration::from_millis(50)).unwrap_err();
-    assert!(e.to_string().contains("mock backend refused"), "{e}");
+    assert!(
+        matches!(
+            e,
+            Error::NotReady {
+                open: 0,
+                size: 3,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(e.is_timeout());
+    let msg = e.to_string();
+    assert!(msg.contains("only 0 of 3 connections open after"), "{msg}");
+    assert!(msg.contains("mock backend refused"), "{msg}");
 
     // Bounded attempts during an outage: 3 slots, backoff 20ms..200ms.
     let a0 = p.manager().attempts.load(Ordering::SeqCst);

@@ -314,3 +314,32 @@ fn a_panic_is_not_retried_and_the_connection_is_discarded() {
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     assert_eq!(pool.state().counters.discarded.panic, 1);
 }
+
+#[test]
+fn a_checkout_timeout_is_not_retried_unless_asked_and_a_closed_pool_never() {
+    let m = Mock::default();
+    m.fail.store(true, Ordering::SeqCst);
+    let pool = ConnectionPool::builder()
+        .size(1)
+        .checkout_timeout(Duration::from_millis(50))
+        .build(m)
+        .unwrap();
+    let op = || pool.with(|_c| Ok::<_, io::Error>(()));
+    // The default set matches io::Error, and a checkout timeout converts into
+    // one; it is still not retried: it already waited a whole timeout.
+    let out = Retry::new().max_failures(3).run(op);
+    assert_eq!(out.attempts, 1);
+    assert_eq!(out.result.unwrap_err().kind(), io::ErrorKind::TimedOut);
+    let out = Retry::new()
+        .max_failures(3)
+        .retry_pool_timeouts(true)
+        .run(op);
+    assert_eq!(out.attempts, 4);
+    pool.close();
+    let out = Retry::new()
+        .max_failures(3)
+        .retry_pool_timeouts(true)
+        .run(op);
+    assert_eq!(out.attempts, 1, "a closed pool is never retried");
+    assert_eq!(out.result.unwrap_err().kind(), io::ErrorKind::NotConnected);
+}

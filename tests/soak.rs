@@ -68,6 +68,7 @@ fn soak_under_random_faults_loses_no_request_and_leaks_nothing() {
     let stop = Arc::new(AtomicBool::new(false));
     let next_id = Arc::new(AtomicU64::new(0));
     let policy = Retry::new()
+        .retry_pool_timeouts(true)
         .name("soak request")
         .max_failures(8)
         .interval(Duration::from_millis(10))
