@@ -26,6 +26,14 @@
 //! After a read or write on a may stream returns `TimedOut` inside a green
 //! thread, call [`after_io_timeout`] before waking other green threads, or
 //! they may wait seconds to run.
+//!
+//! Server side: a [`TcpListener`] binds with `SO_REUSEADDR` *and*
+//! `SO_REUSEPORT` (may's choice: a second bind on the same port succeeds
+//! silently), and the streams it accepts keep Nagle's algorithm on: call
+//! `set_nodelay(true)` on each, or a request/response protocol that writes a
+//! reply in two pieces stalls on delayed ACKs (tens of milliseconds per
+//! request). Call [`crate::init`] before binding, so that the runtime is
+//! configured before may's scheduler starts.
 
 use std::fmt;
 use std::io;
