@@ -210,6 +210,15 @@ fn machine_table(backend: &str) -> String {
     t.row(vec!["CPU".into(), format!("{model}, {cores} cores")]);
     t.row(vec!["memory".into(), memory]);
     t.row(vec!["kernel".into(), kernel]);
+    // Each green thread's stack is two memory maps: the 100,000-waiter row
+    // needs this raised above the default 65,530 (`sysctl vm.max_map_count`).
+    let max_map_count = std::fs::read_to_string("/proc/sys/vm/max_map_count")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into());
+    t.row(vec![
+        "vm.max_map_count".into(),
+        format!("{max_map_count} (two per green thread; the default 65,530 caps them near 31,000)"),
+    ]);
     t.row(vec![
         "rustc".into(),
         command_line("rustc", &["--version"]).unwrap_or_else(|| "unknown".into()),
