@@ -28,6 +28,8 @@
 //! cargo run --release --example http_gateway -- --listen 127.0.0.1:0 --self-test 200
 //! ```
 
+mod common;
+
 use std::fmt::Write as _;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
@@ -76,7 +78,7 @@ struct Options {
     requests: usize,
 }
 
-fn parse_args() -> Result<Options, String> {
+fn parse_args(flags: &mut common::Flags) -> Result<Options, String> {
     let mut o = Options {
         listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
         backend: None,
@@ -85,9 +87,8 @@ fn parse_args() -> Result<Options, String> {
         self_test: None,
         requests: 50,
     };
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
+    while let Some(a) = flags.next() {
+        let mut value = |name: &str| flags.value::<String>(name);
         let number = |name: &str, v: String| v.parse::<usize>().map_err(|e| format!("{name}: {e}"));
         let addr = |name: &str, v: String| {
             v.parse::<SocketAddr>()
@@ -431,28 +432,16 @@ fn concrete_listen_addr(addr: SocketAddr) -> io::Result<SocketAddr> {
 }
 
 fn main() -> ExitCode {
-    let opts = match parse_args() {
+    let opts = match common::options("http_gateway", HELP, parse_args) {
         Ok(o) => o,
-        Err(e) if e.is_empty() => {
-            println!("{HELP}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("http_gateway: {e}\n\n{HELP}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     // may_minihttp logs every keep-alive connection a client closes as an
     // error ("service err = ... read closed"); keep that quiet by default.
-    env_logger::Builder::from_env(
-        env_logger::Env::default().default_filter_or("warn,may_minihttp=off"),
-    )
-    .init();
+    common::init_logging("warn,may_minihttp=off");
     // First thing: may_minihttp's connection green threads get the runtime's
     // stack size (128 KiB) only if the runtime is configured before it starts.
-    runtime::Config::new()
-        .apply()
-        .expect("the runtime is configured first thing");
+    common::start_runtime();
 
     // The backend.
     let embedded = match opts.backend {

@@ -27,6 +27,8 @@
 //! cargo run --release --example non_socket
 //! ```
 
+mod common;
+
 use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::fmt;
@@ -36,7 +38,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use greenpool::runtime::sync::Mutex;
-use greenpool::runtime::{self, sleep, spawn};
+use greenpool::runtime::{sleep, spawn};
 use greenpool::{ConnectionPool, ErrorSet, Manager, Retry};
 
 const HELP: &str = "\
@@ -321,7 +323,7 @@ struct Options {
     ttl: Duration,
 }
 
-fn parse_args() -> Result<Options, String> {
+fn parse_args(flags: &mut common::Flags) -> Result<Options, String> {
     let mut o = Options {
         threads: 300,
         calls: 40,
@@ -329,14 +331,8 @@ fn parse_args() -> Result<Options, String> {
         max_uses: 100,
         ttl: Duration::from_millis(500),
     };
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        let mut value = |name: &str| {
-            args.next()
-                .ok_or_else(|| format!("{name} needs a value"))?
-                .parse::<u64>()
-                .map_err(|e| format!("{name}: {e}"))
-        };
+    while let Some(a) = flags.next() {
+        let mut value = |name: &str| flags.value::<u64>(name);
         match a.as_str() {
             "-h" | "--help" => return Err(String::new()),
             "--threads" => o.threads = value("--threads")?.max(1) as usize,
@@ -426,21 +422,12 @@ fn run_calls(
 }
 
 fn main() -> ExitCode {
-    let opts = match parse_args() {
+    let opts = match common::options("non_socket", HELP, parse_args) {
         Ok(o) => o,
-        Err(e) if e.is_empty() => {
-            println!("{HELP}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("non_socket: {e}\n\n{HELP}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    runtime::Config::new()
-        .apply()
-        .expect("the runtime is configured first thing");
+    common::init_logging("warn");
+    common::start_runtime();
 
     let service = Arc::new(TableService::new(opts.max_uses, opts.ttl));
     let expired = ErrorSet::of::<SessionExpired>();

@@ -10,12 +10,14 @@
 //! cargo run --release --example quickstart -- --help
 //! ```
 
+mod common;
+
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use greenpool::runtime::{self, sleep, spawn};
+use greenpool::runtime::{sleep, spawn};
 use greenpool::testing::{LineManager, TestServer};
 use greenpool::{ConnectionPool, Retry};
 
@@ -39,20 +41,14 @@ struct Options {
     size: usize,
 }
 
-fn parse_args() -> Result<Options, String> {
+fn parse_args(flags: &mut common::Flags) -> Result<Options, String> {
     let mut o = Options {
         duration: Duration::from_secs(6),
         concurrency: 1000,
         size: 8,
     };
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        let mut value = |name: &str| {
-            args.next()
-                .ok_or_else(|| format!("{name} needs a value"))?
-                .parse::<u64>()
-                .map_err(|e| format!("{name}: {e}"))
-        };
+    while let Some(a) = flags.next() {
+        let mut value = |name: &str| flags.value::<u64>(name);
         match a.as_str() {
             "-h" | "--help" => return Err(String::new()),
             "--duration" => o.duration = Duration::from_secs(value("--duration")?.max(4)),
@@ -72,21 +68,12 @@ struct Tally {
 }
 
 fn main() -> ExitCode {
-    let opts = match parse_args() {
+    let opts = match common::options("quickstart", HELP, parse_args) {
         Ok(o) => o,
-        Err(e) if e.is_empty() => {
-            println!("{HELP}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("quickstart: {e}\n\n{HELP}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    runtime::Config::new()
-        .apply()
-        .expect("the runtime is configured first thing");
+    common::init_logging("warn");
+    common::start_runtime();
 
     let server = TestServer::start().expect("start the embedded backend");
     let pool = ConnectionPool::builder()

@@ -21,13 +21,15 @@
 //! REDIS_URL=redis://127.0.0.1:6390 cargo run --release --example redis
 //! ```
 
+mod common;
+
 use std::io;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use greenpool::runtime::{self, spawn};
+use greenpool::runtime::spawn;
 use greenpool::testing::resp::{RedisManager, RespError};
 use greenpool::{ConnectionPool, ErrorSet, Retry};
 
@@ -62,7 +64,7 @@ struct Options {
     chaos: bool,
 }
 
-fn parse_args() -> Result<Options, String> {
+fn parse_args(flags: &mut common::Flags) -> Result<Options, String> {
     let mut o = Options {
         threads: 200,
         ops: 50,
@@ -70,14 +72,8 @@ fn parse_args() -> Result<Options, String> {
         connect_timeout: Duration::from_secs(2),
         chaos: false,
     };
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        let mut value = |name: &str| {
-            args.next()
-                .ok_or_else(|| format!("{name} needs a value"))?
-                .parse::<u64>()
-                .map_err(|e| format!("{name}: {e}"))
-        };
+    while let Some(a) = flags.next() {
+        let mut value = |name: &str| flags.value::<u64>(name);
         match a.as_str() {
             "-h" | "--help" => return Err(String::new()),
             "--threads" => o.threads = value("--threads")?.max(1) as usize,
@@ -161,16 +157,9 @@ struct Tally {
 }
 
 fn main() -> ExitCode {
-    let opts = match parse_args() {
+    let opts = match common::options("redis", HELP, parse_args) {
         Ok(o) => o,
-        Err(e) if e.is_empty() => {
-            println!("{HELP}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("redis: {e}\n\n{HELP}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
     let target = match parse_url(&url) {
@@ -194,9 +183,7 @@ fn main() -> ExitCode {
     } else {
         level
     });
-    runtime::Config::new()
-        .apply()
-        .expect("the runtime is configured first thing");
+    common::start_runtime();
 
     let mut manager = RedisManager::new(target.addr.clone());
     if let Some(p) = &target.password {

@@ -22,6 +22,8 @@
 //! cargo run --release --example starttls_login -- --wrong-password
 //! ```
 
+mod common;
+
 use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::fmt;
@@ -455,21 +457,15 @@ struct Options {
     size: usize,
 }
 
-fn parse_args() -> Result<Options, String> {
+fn parse_args(flags: &mut common::Flags) -> Result<Options, String> {
     let mut o = Options {
         wrong_password: false,
         concurrency: 200,
         requests: 50,
         size: 4,
     };
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        let mut value = |name: &str| {
-            args.next()
-                .ok_or_else(|| format!("{name} needs a value"))?
-                .parse::<usize>()
-                .map_err(|e| format!("{name}: {e}"))
-        };
+    while let Some(a) = flags.next() {
+        let mut value = |name: &str| flags.value::<usize>(name);
         match a.as_str() {
             "-h" | "--help" => return Err(String::new()),
             "--wrong-password" => o.wrong_password = true,
@@ -512,21 +508,12 @@ struct Tally {
 }
 
 fn main() -> ExitCode {
-    let opts = match parse_args() {
+    let opts = match common::options("starttls_login", HELP, parse_args) {
         Ok(o) => o,
-        Err(e) if e.is_empty() => {
-            println!("{HELP}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("starttls_login: {e}\n\n{HELP}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    runtime::Config::new()
-        .apply()
-        .expect("the runtime is configured first thing");
+    common::init_logging("warn");
+    common::start_runtime();
 
     let (server_tls, client_tls) = match tls_configs() {
         Ok(c) => c,
