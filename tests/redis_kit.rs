@@ -5,9 +5,12 @@
 //! Without `redis-server` installed these tests print a loud SKIPPED
 //! message and pass, except under CI (`$CI` set), where they fail.
 
+mod common;
+
+use common::wait_until;
 use std::io::ErrorKind;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use greenpool::runtime::net::ConnectOptions;
 use greenpool::testing::redis::{redis_available, RedisServer};
@@ -28,20 +31,6 @@ fn server() -> Option<RedisServer> {
             None
         }
         Err(e) => panic!("cannot start redis-server: {e}"),
-    }
-}
-
-/// Wait until `cond` holds, polling every 2 ms, for at most `limit`.
-fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    loop {
-        if cond() {
-            return true;
-        }
-        if start.elapsed() >= limit {
-            return false;
-        }
-        greenpool::runtime::sleep(Duration::from_millis(2));
     }
 }
 
