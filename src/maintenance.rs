@@ -106,7 +106,7 @@ fn sweep<M: Manager>(shared: &Arc<Shared<M>>) {
         }
         st.checking += expired.len();
         // Self-healing: a slot lost to a failed green-thread spawn is reopened.
-        let deficit = shared.cfg.size - (st.open() + st.connecting);
+        let deficit = shared.cfg.size.saturating_sub(st.open() + st.connecting);
         st.connecting += deficit;
         (expired, due, deficit)
     };
