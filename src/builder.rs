@@ -185,8 +185,9 @@ impl<M: Manager> Builder<M> {
         self
     }
 
-    /// Stack size in bytes of the green threads that run
-    /// [`Manager::new_connection`] and [`Manager::keepalive`] (default: the
+    /// Stack size in bytes of the pool's background green threads, among
+    /// them those that run [`Manager::new_connection`], [`Manager::keepalive`]
+    /// and [`Manager::validate`] (default: the
     /// runtime's, 128 KiB). Raise it for deep handshakes such as TLS.
     pub fn connector_stack_size(mut self, bytes: usize) -> Self {
         self.cfg.connector_stack_size = Some(bytes);

@@ -21,13 +21,7 @@ const FAILURE_SUMMARY_EVERY: Duration = Duration::from_secs(10);
 
 /// Start a connector for a slot already counted in `connecting`.
 pub(crate) fn spawn<M: Manager>(shared: &Arc<Shared<M>>) {
-    let task = Task::new(shared);
-    let mut builder =
-        greenpool_runtime::Builder::new().name(format!("{}-connector", shared.cfg.name));
-    if let Some(bytes) = shared.cfg.connector_stack_size {
-        builder = builder.stack_size(bytes);
-    }
-    if let Err(e) = builder.spawn(move || run(task)) {
+    if let Err(e) = Task::spawn(shared, "connector", run) {
         // Out of memory for a stack: give the slot back rather than lose it
         // silently; the next discard or maintenance tick tries again.
         log::error!(

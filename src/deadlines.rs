@@ -22,11 +22,7 @@ use crate::pool::{Shared, Task};
 
 /// Start the watcher. If it cannot start, waiters fall back to timers.
 pub(crate) fn spawn<M: Manager>(shared: &Arc<Shared<M>>) {
-    let task = Task::new(shared);
-    let spawned = greenpool_runtime::Builder::new()
-        .name(format!("{}-deadlines", shared.cfg.name))
-        .spawn(move || run(task));
-    match spawned {
+    match Task::spawn(shared, "deadlines", run) {
         Ok(_) => shared.has_watcher.store(true, Ordering::Release),
         Err(e) => log::warn!(
             "pool {}: cannot start the checkout deadline watcher ({e}); waiters use \

@@ -27,11 +27,7 @@ enum Check {
 
 /// Start the pool's maintenance green thread. It stops when the pool closes.
 pub(crate) fn spawn<M: Manager>(shared: &Arc<Shared<M>>) {
-    let task = Task::new(shared);
-    let spawned = greenpool_runtime::Builder::new()
-        .name(format!("{}-maintenance", shared.cfg.name))
-        .spawn(move || run(task));
-    if let Err(e) = spawned {
+    if let Err(e) = Task::spawn(shared, "maintenance", run) {
         log::error!(
             "pool {}: cannot start the maintenance green thread: {e}; keepalive, idle \
              timeout and lifetime are off",
@@ -182,10 +178,7 @@ fn check<M: Manager>(
     let name = &shared.cfg.name;
     let id = conn.id;
     let task = Task::new(shared);
-    let mut builder = greenpool_runtime::Builder::new().name(format!("{name}-health-check"));
-    if let Some(bytes) = shared.cfg.connector_stack_size {
-        builder = builder.stack_size(bytes);
-    }
+    let builder = shared.task_builder("health-check");
     let limit = shared.cfg.health_check_timeout;
     let outcome = greenpool_runtime::timeout_with(builder, limit, move || {
         let mut conn = conn;

@@ -196,6 +196,32 @@ impl<M: Manager> Task<M> {
             shared: Arc::clone(shared),
         }
     }
+
+    /// Run `body` in a new background green thread named `<pool>-<role>`.
+    /// Fails only if no stack can be allocated; the task is then uncounted.
+    pub fn spawn(
+        shared: &Arc<Shared<M>>,
+        role: &str,
+        body: impl FnOnce(Task<M>) + Send + 'static,
+    ) -> std::io::Result<()> {
+        let task = Task::new(shared);
+        shared
+            .task_builder(role)
+            .spawn(move || body(task))
+            .map(drop)
+    }
+}
+
+impl<M: Manager> Shared<M> {
+    /// A green-thread builder for this pool's background work: named after
+    /// the pool and `role`, with the configured connector stack size.
+    pub fn task_builder(&self, role: &str) -> greenpool_runtime::Builder {
+        let builder = greenpool_runtime::Builder::new().name(format!("{}-{role}", self.cfg.name));
+        match self.cfg.connector_stack_size {
+            Some(bytes) => builder.stack_size(bytes),
+            None => builder,
+        }
+    }
 }
 
 impl<M: Manager> Drop for Task<M> {
