@@ -25,6 +25,7 @@ impl CancelIo for CancelIoImpl {
     unsafe fn cancel(&self) -> Option<std::io::Result<()>> {
         if let Some(e) = self.0.take() {
             if let Some(co) = e.co.take() {
+                e.disarm_timer();
                 get_scheduler().schedule(co);
                 return Some(Ok(()));
             }

@@ -7,8 +7,10 @@ use std::time::Duration;
 use std::{io, ptr};
 
 #[cfg(feature = "io_timeout")]
-use super::{timeout_handler, TimerList};
+use super::{timeout_handler, TimerData, TimerHandle, TimerList};
 use super::{EventData, IoData};
+#[cfg(feature = "io_timeout")]
+use crate::scheduler::WORKER_ID;
 use crate::scheduler::Scheduler;
 #[cfg(feature = "io_timeout")]
 use crate::timeout_list::now;
@@ -50,6 +52,10 @@ struct SingleSelector {
     kqfd: OwnedFd,
     #[cfg(feature = "io_timeout")]
     timer_list: TimerList,
+    // timer entries that other threads ask this selector to unlink; only
+    // this selector's thread may unlink entries from its timer_list
+    #[cfg(feature = "io_timeout")]
+    timer_del: Queue<TimerHandle>,
     free_ev: Queue<Arc<EventData>>,
 }
 
@@ -83,6 +89,8 @@ impl SingleSelector {
             free_ev: Queue::new(),
             #[cfg(feature = "io_timeout")]
             timer_list: TimerList::new(),
+            #[cfg(feature = "io_timeout")]
+            timer_del: Queue::new(),
         })
     }
 }
@@ -164,16 +172,8 @@ impl Selector {
                 Some(co) => co,
             };
 
-            // it's safe to remove the timer since we are running the timer_list in the same thread
-            #[cfg(feature = "io_timeout")]
-            data.timer.borrow_mut().take().map(|h| {
-                unsafe {
-                    // tell the timer handler not to cancel the io
-                    // it's not always true that you can really remove the timer entry
-                    h.with_mut_data(|value| value.data.event_data = ptr::null_mut());
-                }
-                h.remove()
-            });
+            // we own this fd's timer list, so this unlinks the entry directly
+            data.disarm_timer();
 
             #[cfg(feature = "work_steal")]
             scheduler.schedule_with_id(co, id);
@@ -186,6 +186,18 @@ impl Selector {
 
         // free the unused event_data
         self.free_unused_event_data(id);
+
+        // unlink the timer entries that other threads gave back
+        #[cfg(feature = "io_timeout")]
+        loop {
+            let v = single_selector.timer_del.bulk_pop();
+            if v.is_empty() {
+                break;
+            }
+            for h in v {
+                h.remove();
+            }
+        }
 
         // deal with the timer list
         #[cfg(feature = "io_timeout")]
@@ -279,16 +291,10 @@ impl Selector {
 
     #[inline]
     pub fn del_fd(&self, io_data: &IoData) {
-        #[cfg(feature = "io_timeout")]
-        if let Some(h) = io_data.timer.borrow_mut().take() {
-            unsafe {
-                // mark the timer as removed if any, this only happened
-                // when cancel an IO. what if the timer expired at the same time?
-                // because we run this func in the user space, so the timer handler
-                // will not got the coroutine
-                h.with_mut_data(|value| value.data.event_data = ptr::null_mut());
-            }
-        }
+        // normally nothing is armed here: every path that resumes a wait
+        // disarms its timer; a timer entry that is still queued keeps its
+        // own reference to the event data and is ignored when it fires
+        io_data.disarm_timer();
 
         let fd = io_data.fd;
         let id = fd as usize % self.vec.len();
@@ -331,11 +337,42 @@ impl Selector {
     pub fn add_io_timer(&self, io: &IoData, timeout: Duration) {
         let id = io.fd as usize % self.vec.len();
         // info!("io timeout = {:?}", dur);
-        let (h, b_new) = self.vec[id].timer_list.add_timer(timeout, io.timer_data());
+        let gen = match io.next_gen.fetch_add(1, Ordering::Relaxed) {
+            0 => io.next_gen.fetch_add(1, Ordering::Relaxed), // 0 means "none"
+            g => g,
+        };
+        let data = TimerData {
+            event_data: (*io).clone(),
+            gen,
+        };
+        let (old, b_new) = {
+            let mut slot = io.timer.lock();
+            // pushing is safe from any thread (multi-producer list)
+            let (h, b_new) = self.vec[id].timer_list.add_timer(timeout, data);
+            io.timer_gen.store(gen, Ordering::Relaxed);
+            (slot.replace(h), b_new)
+        };
+        if let Some(h) = old {
+            // not expected: every resumed wait disarms its timer
+            self.del_io_timer(io.fd, h);
+        }
         if b_new {
             // wakeup the event loop thread to recall the next wait timeout
             self.wakeup(id);
         }
-        io.timer.borrow_mut().replace(h);
+    }
+
+    // give back a timer entry: unlink it now if we are the thread that owns
+    // the fd's timer list, else queue it for that thread (unlinking from
+    // another thread races with the owner walking the list)
+    #[inline]
+    #[cfg(feature = "io_timeout")]
+    pub fn del_io_timer(&self, fd: RawFd, h: TimerHandle) {
+        let id = fd as usize % self.vec.len();
+        if WORKER_ID.get() == id {
+            h.remove();
+        } else {
+            self.vec[id].timer_del.push(h);
+        }
     }
 }

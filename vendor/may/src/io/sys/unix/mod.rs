@@ -19,8 +19,6 @@ pub mod co_io;
 pub mod net;
 pub mod wait_io;
 
-#[cfg(feature = "io_timeout")]
-use std::cell::RefCell;
 use std::ops::Deref;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::io::{AsRawFd, RawFd};
@@ -35,6 +33,8 @@ use crate::scheduler::get_scheduler;
 use crate::sync::AtomicOption;
 #[cfg(feature = "io_timeout")]
 use crate::timeout_list::{TimeOutList, TimeoutHandle};
+#[cfg(feature = "io_timeout")]
+use parking_lot::Mutex;
 use crate::yield_now::get_co_para;
 #[cfg(feature = "io_timeout")]
 use crate::yield_now::set_co_para;
@@ -79,20 +79,39 @@ fn from_nix_error(err: nix::Error) -> ::std::io::Error {
     std::io::Error::from_raw_os_error(err as i32)
 }
 
+/// Set in `io_flag` by the timer of the armed wait when it found no coroutine
+/// to resume (the waiting coroutine is still in `subscribe`, between arming the
+/// timer and storing itself): `subscribe` then sees a non-zero `io_flag` and
+/// `fast_schedule` resumes the coroutine with `TimedOut`.
+/// (The EPOLLONESHOT bit value, which epoll never reports.)
+#[cfg(feature = "io_timeout")]
+const IO_TIMED_OUT: usize = 0x4000_0000;
+
+// Runs on the thread that owns the timer list: the selector of `fd % workers`.
 #[cfg(feature = "io_timeout")]
 fn timeout_handler(data: TimerData) {
-    if data.event_data.is_null() {
-        return;
-    }
-
-    let event_data = unsafe { &mut *data.event_data };
-    // remove the event timer
-    event_data.timer.borrow_mut().take();
-
-    // get and check the coroutine
-    let mut co = match event_data.co.take() {
-        Some(co) => co,
-        None => return,
+    let event_data = &*data.event_data;
+    let mut co = {
+        let mut slot = event_data.timer.lock();
+        // a stale timer: its wait was finished by an io event, a wakeup or a
+        // cancel, or a newer wait was armed since
+        if event_data.timer_gen.load(Ordering::Relaxed) != data.gen {
+            return;
+        }
+        // before co.take(), so that a `subscribe` that stores the coroutine
+        // after this sees the flag (same protocol as the selector's io_flag)
+        event_data.io_flag.fetch_or(IO_TIMED_OUT, Ordering::AcqRel);
+        let co = match event_data.co.take() {
+            Some(co) => co,
+            // not stored yet (see IO_TIMED_OUT), or just taken by the thread
+            // that finishes the wait, which will disarm the timer
+            None => return,
+        };
+        event_data.timer_gen.store(0, Ordering::Relaxed);
+        event_data.io_flag.fetch_and(!IO_TIMED_OUT, Ordering::AcqRel);
+        // this entry has been popped from the list already
+        drop(slot.take());
+        co
     };
 
     set_co_para(&mut co, io::Error::new(io::ErrorKind::TimedOut, "timeout"));
@@ -104,7 +123,10 @@ fn timeout_handler(data: TimerData) {
 // the timeout data
 #[cfg(feature = "io_timeout")]
 pub struct TimerData {
-    event_data: *mut EventData,
+    // keeps the event data alive while the entry is in the timer list
+    event_data: Arc<EventData>,
+    // the armed wait this timer belongs to
+    gen: usize,
 }
 
 #[cfg(feature = "io_timeout")]
@@ -114,11 +136,28 @@ pub type TimerHandle = TimeoutHandle<TimerData>;
 
 // event associated io data, must be construct in
 // each file handle, the epoll event.data would point to it
+//
+// Threads: the selector thread that owns the fd (`fd % workers`) handles its
+// io events and runs its timer list; the waiting coroutine subscribes from
+// whatever thread runs it (any worker, may's timer thread, or a worker running
+// the proxy coroutine of a plain thread); wakers and cancels come from any
+// thread. Only the owner may unlink entries from its timer list (the list is
+// multi-producer, single-consumer), so other threads hand their handles to the
+// owner (`Selector::del_io_timer`). The timer slot is guarded by a lock, and
+// `timer_gen` names the armed wait so that a stale timer never resumes a
+// newer wait.
 pub struct EventData {
     pub fd: RawFd,
     pub io_flag: AtomicUsize,
+    // the handle of the armed wait's timer, if any
     #[cfg(feature = "io_timeout")]
-    pub timer: RefCell<Option<TimerHandle>>,
+    pub(crate) timer: Mutex<Option<TimerHandle>>,
+    // generation of the armed wait, 0 when none; written under `timer`
+    #[cfg(feature = "io_timeout")]
+    pub(crate) timer_gen: AtomicUsize,
+    // source of generations
+    #[cfg(feature = "io_timeout")]
+    pub(crate) next_gen: AtomicUsize,
     pub co: AtomicOption<CoroutineImpl>,
 }
 
@@ -131,16 +170,40 @@ impl EventData {
             fd,
             io_flag: AtomicUsize::new(0),
             #[cfg(feature = "io_timeout")]
-            timer: RefCell::new(None),
+            timer: Mutex::new(None),
+            #[cfg(feature = "io_timeout")]
+            timer_gen: AtomicUsize::new(0),
+            #[cfg(feature = "io_timeout")]
+            next_gen: AtomicUsize::new(1),
             co: AtomicOption::none(),
         }
     }
 
-    #[cfg(feature = "io_timeout")]
-    pub fn timer_data(&self) -> TimerData {
-        TimerData {
-            event_data: self as *const _ as *mut _,
+    /// Disarm the timer of the wait whose coroutine the caller has just taken
+    /// from `co`, and give the timer entry back to the owning selector.
+    /// Returns true if that timer had fired already (IO_TIMED_OUT).
+    #[inline]
+    pub(crate) fn disarm_timer(&self) -> bool {
+        #[cfg(feature = "io_timeout")]
+        {
+            // the caller won `co`, so it sees the arming of this wait (done
+            // before `co.store`); nobody else can disarm it meanwhile
+            if self.timer_gen.load(Ordering::Relaxed) == 0 {
+                return false;
+            }
+            let (h, fired) = {
+                let mut slot = self.timer.lock();
+                self.timer_gen.store(0, Ordering::Relaxed);
+                let fired = self.io_flag.fetch_and(!IO_TIMED_OUT, Ordering::AcqRel) & IO_TIMED_OUT;
+                (slot.take(), fired != 0)
+            };
+            if let Some(h) = h {
+                get_scheduler().get_selector().del_io_timer(self.fd, h);
+            }
+            fired
         }
+        #[cfg(not(feature = "io_timeout"))]
+        false
     }
 
     #[inline]
@@ -150,16 +213,7 @@ impl EventData {
             None => return, // it's already take by selector
         };
 
-        // it's safe to remove the timer since we are running the timer_list in the same thread
-        #[cfg(feature = "io_timeout")]
-        self.timer.borrow_mut().take().map(|h| {
-            unsafe {
-                // tell the timer function not to cancel the io
-                // it's not always true that you can really remove the timer entry
-                h.with_mut_data(|value| value.data.event_data = std::ptr::null_mut());
-            }
-            h.remove()
-        });
+        self.disarm_timer();
 
         // schedule the coroutine
         get_scheduler().schedule(co);
@@ -168,21 +222,17 @@ impl EventData {
     /// used by local re-schedule that in `subscribe`
     #[inline]
     pub fn fast_schedule(&self) {
-        let co = match self.co.take() {
+        #[allow(unused_mut)]
+        let mut co = match self.co.take() {
             Some(co) => co,
             None => return, // it's already take by selector
         };
 
-        // it's safe to remove the timer since we are running the timer_list in the same thread
+        // the timer of this wait fired before the coroutine was stored
         #[cfg(feature = "io_timeout")]
-        self.timer.borrow_mut().take().map(|h| {
-            unsafe {
-                // tell the timer function not to cancel the io
-                // it's not always true that you can really remove the timer entry
-                h.with_mut_data(|value| value.data.event_data = std::ptr::null_mut());
-            }
-            h.remove()
-        });
+        if self.disarm_timer() {
+            set_co_para(&mut co, io::Error::new(io::ErrorKind::TimedOut, "timeout"));
+        }
 
         // run the coroutine
         run_coroutine(co);
