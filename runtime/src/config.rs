@@ -17,25 +17,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// untouched part of a stack costs address space, not resident memory.
 pub const DEFAULT_STACK_SIZE: usize = 128 * 1024;
 
-/// Default number of worker threads: **1**, because of a data race in may
-/// 0.3.51 that more workers expose.
+/// Default number of worker threads: **0, one per CPU** (as may counts them:
+/// `num_cpus`, which honours the process's CPU affinity mask).
 ///
-/// may keeps the timers of IO timeouts (`connect_timeout`, read and write
-/// timeouts) in the timer list of the worker that owns the socket (`fd %
-/// workers`), and assumes that only that worker touches them. But when a
-/// green thread running on *another* worker waits for IO that is already
-/// ready, may removes the timer from that thread (`EventData::fast_schedule`
-/// in `subscribe`) while the owner may be walking the same list. Seen here:
-/// `RefCell already borrowed` at may's `io/sys/unix/mod.rs:178` followed by
-/// a segfault in about 1 of 25 runs of the quickstart, and once a corrupted
-/// generator context in a test. With one worker every socket is owned by the
-/// worker every green thread runs on (plain threads hand their IO to a proxy
-/// green thread on that worker too), so the race cannot happen.
-///
-/// More workers use more cores; opt in with [`Config::workers`] when the
-/// program uses no IO timeouts (no read/write timeouts, no connect timeout),
-/// or accepts the risk.
-pub const DEFAULT_WORKERS: usize = 1;
+/// Every worker runs its own event loop and green threads move between
+/// workers, so IO timeouts (connect, read and write timeouts, health-check
+/// timeouts) are armed on one thread and fired or disarmed on another. may
+/// 0.3.51 raced there (crashes in about 1 of 25 quickstart runs with two
+/// workers), and a cancelled wait left its timer armed to end the next wait
+/// early; greenpool builds may with a patch that fixes both
+/// (`vendor/README.md` in the repository; regression tests in
+/// `runtime/tests/io_timers.rs`). Use `Config::new().workers(1)` for a
+/// single-threaded runtime (no cross-thread wake-ups: lower latency per
+/// hand-off, one core).
+pub const DEFAULT_WORKERS: usize = 0;
 
 /// Smallest stack size [`Config::stack_size`] accepts: 16 KiB.
 pub const MIN_STACK_SIZE: usize = 16 * 1024;
@@ -96,15 +91,15 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 impl Config {
-    /// The defaults: [`DEFAULT_WORKERS`] worker (see there why),
+    /// The defaults: one worker per CPU ([`DEFAULT_WORKERS`]),
     /// [`DEFAULT_STACK_SIZE`] stacks, workers not pinned to cores.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Number of worker threads that run coroutines (default
-    /// [`DEFAULT_WORKERS`], which explains why it is 1); 0 means one per CPU.
-    /// Each worker runs its own epoll loop.
+    /// Number of worker threads that run coroutines; 0 (the default,
+    /// [`DEFAULT_WORKERS`]) means one per CPU. Each worker runs its own epoll
+    /// loop.
     pub fn workers(mut self, n: usize) -> Self {
         self.workers = n;
         self

@@ -26,7 +26,10 @@ impl EventSource for RawIoBlock<'_> {
     fn subscribe(&mut self, co: CoroutineImpl) {
         #[cfg(feature = "io_cancel")]
         let handle = co_get_handle(&co);
-        let io_data = self.io_data;
+        // another thread may resume `co` as soon as it is stored, and the
+        // coroutine may then move or drop what `self` borrows (a finished
+        // connect moves its IoData into the new stream): own the event data
+        let io_data = Arc::clone(&self.io_data);
         io_data.co.store(co);
         // there is event, re-run the coroutine
         if io_data.io_flag.load(Ordering::Acquire) != 0 {
@@ -38,7 +41,7 @@ impl EventSource for RawIoBlock<'_> {
         {
             let cancel = handle.get_cancel();
             // register the cancel io data
-            cancel.set_io((*io_data).clone());
+            cancel.set_io(io_data.clone());
             // re-check the cancel status
             if cancel.is_canceled() {
                 unsafe { cancel.cancel() };

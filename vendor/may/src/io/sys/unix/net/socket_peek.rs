@@ -1,4 +1,5 @@
 use std::io;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 #[cfg(feature = "io_timeout")]
 use std::time::Duration;
@@ -68,7 +69,10 @@ impl EventSource for SocketPeek<'_> {
     fn subscribe(&mut self, co: CoroutineImpl) {
         #[cfg(feature = "io_cancel")]
         let cancel = co_cancel_data(&co);
-        let io_data = self.io_data;
+        // another thread may resume `co` as soon as it is stored, and the
+        // coroutine may then move or drop what `self` borrows (a finished
+        // connect moves its IoData into the new stream): own the event data
+        let io_data = Arc::clone(&self.io_data);
 
         #[cfg(feature = "io_timeout")]
         if let Some(dur) = self.timeout {
@@ -92,7 +96,7 @@ impl EventSource for SocketPeek<'_> {
         #[cfg(feature = "io_cancel")]
         {
             // register the cancel io data
-            cancel.set_io((*io_data).clone());
+            cancel.set_io(io_data.clone());
             // re-check the cancel status
             if cancel.is_canceled() {
                 unsafe { cancel.cancel() };

@@ -1,4 +1,5 @@
 use std::io;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 #[cfg(feature = "io_timeout")]
 use std::time::Duration;
@@ -63,7 +64,10 @@ impl<'a> SocketWrite<'a> {
 
 impl EventSource for SocketWrite<'_> {
     fn subscribe(&mut self, co: CoroutineImpl) {
-        let io_data = self.io_data;
+        // another thread may resume `co` as soon as it is stored, and the
+        // coroutine may then move or drop what `self` borrows (a finished
+        // connect moves its IoData into the new stream): own the event data
+        let io_data = Arc::clone(&self.io_data);
 
         #[cfg(feature = "io_timeout")]
         if let Some(dur) = self.timeout {

@@ -1,3 +1,4 @@
+use std::sync::Arc;
 use std::io::{self, IoSlice};
 use std::sync::atomic::Ordering;
 #[cfg(feature = "io_timeout")]
@@ -67,7 +68,10 @@ impl<'a> SocketWriteVectored<'a> {
 
 impl EventSource for SocketWriteVectored<'_> {
     fn subscribe(&mut self, co: CoroutineImpl) {
-        let io_data = self.io_data;
+        // another thread may resume `co` as soon as it is stored, and the
+        // coroutine may then move or drop what `self` borrows (a finished
+        // connect moves its IoData into the new stream): own the event data
+        let io_data = Arc::clone(&self.io_data);
 
         #[cfg(feature = "io_timeout")]
         if let Some(dur) = self.timeout {

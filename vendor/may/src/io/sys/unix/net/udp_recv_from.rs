@@ -1,4 +1,5 @@
 use std::io;
+use std::sync::Arc;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 #[cfg(feature = "io_timeout")]
@@ -67,7 +68,10 @@ impl EventSource for UdpRecvFrom<'_> {
     fn subscribe(&mut self, co: CoroutineImpl) {
         #[cfg(feature = "io_cancel")]
         let cancel = co_cancel_data(&co);
-        let io_data = self.io_data;
+        // another thread may resume `co` as soon as it is stored, and the
+        // coroutine may then move or drop what `self` borrows (a finished
+        // connect moves its IoData into the new stream): own the event data
+        let io_data = Arc::clone(&self.io_data);
 
         #[cfg(feature = "io_timeout")]
         if let Some(dur) = self.timeout {
@@ -86,7 +90,7 @@ impl EventSource for UdpRecvFrom<'_> {
         #[cfg(feature = "io_cancel")]
         {
             // register the cancel io data
-            cancel.set_io((*io_data).clone());
+            cancel.set_io(io_data.clone());
             // re-check the cancel status
             if cancel.is_canceled() {
                 unsafe { cancel.cancel() };

@@ -1,4 +1,5 @@
 use std::io;
+use std::sync::Arc;
 use std::net::ToSocketAddrs;
 use std::sync::atomic::Ordering;
 #[cfg(feature = "io_timeout")]
@@ -65,7 +66,10 @@ impl<'a, A: ToSocketAddrs> UdpSendTo<'a, A> {
 
 impl<A: ToSocketAddrs> EventSource for UdpSendTo<'_, A> {
     fn subscribe(&mut self, co: CoroutineImpl) {
-        let io_data = self.io_data;
+        // another thread may resume `co` as soon as it is stored, and the
+        // coroutine may then move or drop what `self` borrows (a finished
+        // connect moves its IoData into the new stream): own the event data
+        let io_data = Arc::clone(&self.io_data);
 
         #[cfg(feature = "io_timeout")]
         if let Some(dur) = self.timeout {
