@@ -167,9 +167,10 @@ fn soak_under_random_faults_loses_no_request_and_leaks_nothing() {
     );
     let s = pool.state();
     eprintln!(
-        "soak {secs}s seed {seed:#x}: sent {sent}, succeeded {ok}, failed after retries {failed}, \
+        "soak {secs}s seed {seed:#x} on {} workers: sent {sent}, succeeded {ok}, failed after retries {failed}, \
          wrong replies {wrong}, attempts {}, faults [reset, stall, idle-close, refuse, restart] = \
          {faults:?}, pool peak {} of {SIZE}, proxy peak {}, created {}, discarded {:?}",
+        greenpool::runtime::may::config().get_workers(),
         c.attempts.load(Ordering::Relaxed),
         peak.load(Ordering::Relaxed),
         proxy.peak_open(),

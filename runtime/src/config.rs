@@ -53,10 +53,32 @@ pub struct Config {
     pin_workers: bool,
 }
 
+/// Environment variable that overrides [`DEFAULT_WORKERS`] (like Go's
+/// `GOMAXPROCS` or tokio's `TOKIO_WORKER_THREADS`): a whole number, 0 for one
+/// per CPU. Read by [`Config::new`]; [`Config::workers`] overrides it. A value
+/// that is not a number is ignored with a warning in the log.
+pub const WORKERS_ENV: &str = "GREENPOOL_WORKERS";
+
+fn default_workers() -> usize {
+    let Some(raw) = std::env::var_os(WORKERS_ENV) else {
+        return DEFAULT_WORKERS;
+    };
+    match raw.to_str().map(str::trim).and_then(|v| v.parse().ok()) {
+        Some(n) => n,
+        None => {
+            log::warn!(
+                "greenpool runtime: ignoring {WORKERS_ENV}={raw:?}: not a whole number \
+                 (0 = one worker per CPU); using one worker per CPU"
+            );
+            DEFAULT_WORKERS
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
-            workers: DEFAULT_WORKERS,
+            workers: default_workers(),
             stack_size: DEFAULT_STACK_SIZE,
             pin_workers: false,
         }
@@ -91,15 +113,16 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 impl Config {
-    /// The defaults: one worker per CPU ([`DEFAULT_WORKERS`]),
-    /// [`DEFAULT_STACK_SIZE`] stacks, workers not pinned to cores.
+    /// The defaults: one worker per CPU ([`DEFAULT_WORKERS`], or what
+    /// [`WORKERS_ENV`] says), [`DEFAULT_STACK_SIZE`] stacks, workers not
+    /// pinned to cores.
     pub fn new() -> Self {
         Self::default()
     }
 
     /// Number of worker threads that run coroutines; 0 (the default,
     /// [`DEFAULT_WORKERS`]) means one per CPU. Each worker runs its own epoll
-    /// loop.
+    /// loop. Overrides [`WORKERS_ENV`].
     pub fn workers(mut self, n: usize) -> Self {
         self.workers = n;
         self

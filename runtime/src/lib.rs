@@ -38,7 +38,7 @@ pub mod sync;
 pub mod task;
 pub mod time;
 
-pub use config::{init, Config, ConfigError};
+pub use config::{init, Config, ConfigError, WORKERS_ENV};
 pub use group::{GreenPool, Group};
 pub use task::{is_green, panic_message, spawn, yield_now, Builder, JoinError, JoinHandle};
 pub use time::{clamp_timeout, sleep, timeout, timeout_with, Deadline, Elapsed, Wait};

@@ -70,8 +70,7 @@ fn pair_on_other_worker(
     let mut spare = Vec::new();
     loop {
         let p = pair(listener);
-        if workers < 2
-            || p.0.as_raw_fd() as usize % workers != other.as_raw_fd() as usize % workers
+        if workers < 2 || p.0.as_raw_fd() as usize % workers != other.as_raw_fd() as usize % workers
         {
             return p;
         }
@@ -248,13 +247,7 @@ fn io_timeouts_under_load_across_workers() {
     assert!(rounds.load(Relaxed) > 0);
 }
 
-fn client(
-    id: u64,
-    workers: usize,
-    rounds: &AtomicU64,
-    timeouts: &AtomicU64,
-    stop: &AtomicBool,
-) {
+fn client(id: u64, workers: usize, rounds: &AtomicU64, timeouts: &AtomicU64, stop: &AtomicBool) {
     let cancels = env_u64("GREENPOOL_IO_RACE_CANCELS", 1) != 0;
     // A listener of its own: `pair` accepts the connection it just made.
     let listener = &TcpListener::bind("127.0.0.1:0").unwrap();
