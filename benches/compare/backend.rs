@@ -39,7 +39,10 @@ impl Backend {
 
     /// A manager for connections to it (for every pool).
     pub fn tcp(&self) -> Tcp {
-        Tcp { addr: self.addr() }
+        Tcp {
+            addr: self.addr(),
+            io_timeout: None,
+        }
     }
 
     pub fn proto(&self) -> &'static Proto {

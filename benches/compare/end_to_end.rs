@@ -2,6 +2,7 @@
 //! section 5: what the pool saves over a connection per request.
 
 use std::io::{self, Read, Write};
+use std::time::Duration;
 
 use tokio::runtime::Runtime;
 
@@ -672,4 +673,72 @@ pub fn no_pool(settings: &Settings, backend: &Backend) -> (Section, Vec<Target>)
     }
     s.table(&t);
     (s, Vec::new())
+}
+
+/// Section 2b: what armed IO timeouts cost. greenpool at 64 workers over 8
+/// connections, streams without read/write timeouts and with 5 s ones (they
+/// never fire; each read and write that waits arms and disarms a timer), in
+/// alternating runs. Run it on patched and unpatched may, with 1 and with 2
+/// workers (`GREENPOOL_WORKERS`), to see what the IO-timer fix costs.
+pub fn io_timeout_cost(settings: &Settings, backend: &Backend) -> Section {
+    const WORKERS: usize = 64;
+    const CONNS: usize = 8;
+    let runs = settings.e2e_runs;
+    let plan = Plan {
+        workers: WORKERS,
+        duration: settings.e2e_duration,
+        timed: true,
+        max_ops: MAX_OPS,
+    };
+    let variants = [
+        ("no IO timeouts", None),
+        ("5 s read and write timeouts", Some(Duration::from_secs(5))),
+    ];
+    let pools: Vec<_> = variants
+        .iter()
+        .map(|(_, t)| {
+            let mut tcp = backend.tcp();
+            tcp.io_timeout = *t;
+            open_greenpool(tcp, CONNS, Some(CHECKOUT_TIMEOUT))
+        })
+        .collect();
+    let mut lists = vec![Vec::new(); variants.len()];
+    for run in 0..runs {
+        for ((pool, list), (label, _)) in pools.iter().zip(&mut lists).zip(&variants) {
+            let what = format!("greenpool {WORKERS} / {CONNS}, {label}");
+            let outcome = run_blocking(Kind::Green, &plan, |_| {
+                let pool = pool.clone();
+                let proto = backend.proto();
+                move |rec: &mut Recorder| request(&pool, proto, rec)
+            });
+            match outcome {
+                Ok(o) => {
+                    log_run(&what, run, runs, &o);
+                    list.push(o);
+                }
+                Err(e) => eprintln!("  {what}: {e}"),
+            }
+        }
+    }
+    let workers = greenpool::runtime::may::config().get_workers();
+    let mut s = Section::new("2b. What armed IO timeouts cost");
+    s.text(format!(
+        "greenpool end to end at {WORKERS} workers over {CONNS} connections on {workers} \
+         worker thread(s), with and without 5 s read and write timeouts on every stream \
+         (they never fire: each read or write that has to wait arms a timer and disarms \
+         it), in alternating runs (median of {runs}). BENCHMARKS.md's run uses the patched \
+         may in `vendor/may`; the closing note of the change that added it compares the \
+         same rows on unpatched may and on 1 and 2 workers."
+    ));
+    let mut header = vec!["streams", "requests/s", "CPU/req"];
+    header.extend(LATENCY_HEADER);
+    let mut t = Table::new(&header);
+    for ((label, _), list) in variants.iter().zip(lists) {
+        let sm = Summary::of(&list);
+        let mut row = vec![label.to_string(), fmt_rate(sm.rate), fmt_ns(sm.cpu_per_op)];
+        row.extend(latency_cells(sm.latency));
+        t.row(row);
+    }
+    s.table(&t);
+    s
 }

@@ -7,8 +7,8 @@
 //! cargo bench --bench compare -- overhead memory         # some sections only (prints, writes nothing)
 //! ```
 //!
-//! Sections: `overhead` (1), `end-to-end` (2 and 5), `memory` (3),
-//! `recovery` (4). See BENCHMARKS.md for what each measures.
+//! Sections: `overhead` (1), `end-to-end` (2 and 5), `io-timeouts` (2b),
+//! `memory` (3), `recovery` (4). See BENCHMARKS.md for what each measures.
 
 mod backend;
 mod drive;
@@ -28,7 +28,13 @@ use backend::Backend;
 use report::Report;
 use settings::Settings;
 
-const SECTIONS: [&str; 4] = ["overhead", "end-to-end", "memory", "recovery"];
+const SECTIONS: [&str; 5] = [
+    "overhead",
+    "end-to-end",
+    "io-timeouts",
+    "memory",
+    "recovery",
+];
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -36,8 +42,9 @@ fn main() {
         memory::child(&args[i + 1..]);
         return;
     }
+    // The default configuration: one worker per CPU (GREENPOOL_WORKERS=n
+    // overrides it), and tokio's default worker count, which is the same.
     greenpool::runtime::Config::new()
-        .workers(2)
         .apply()
         .expect("the runtime is configured before anything uses it");
     memory::raise_open_files_limit();
@@ -57,7 +64,6 @@ fn main() {
     let settings = Settings::from_env();
     let started = Instant::now();
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
         .enable_all()
         .build()
         .expect("a tokio runtime starts");
@@ -72,6 +78,9 @@ fn main() {
     if wanted("end-to-end") {
         let (section, targets) = end_to_end::run(&settings, &rt, &backend);
         report.add(section, targets);
+    }
+    if wanted("io-timeouts") {
+        report.add(end_to_end::io_timeout_cost(&settings, &backend), Vec::new());
     }
     if wanted("memory") {
         let (section, targets) = memory::run(&settings, &backend);

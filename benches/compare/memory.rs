@@ -123,7 +123,6 @@ impl Measured {
 /// The child's side: measure what `args` names, print it, exit.
 pub fn child(args: &[String]) {
     greenpool::runtime::Config::new()
-        .workers(2)
         .apply()
         .expect("the runtime is configured first");
     raise_open_files_limit();
@@ -297,7 +296,10 @@ fn thread_waiters(k: usize) -> Measured {
 /// first, so the one-time costs (runtime, pool machinery) are in the
 /// baseline.
 fn idle(which: Which, k: usize, addr: SocketAddr) -> Measured {
-    let tcp = Tcp { addr };
+    let tcp = Tcp {
+        addr,
+        io_timeout: None,
+    };
     fn measure<T>(k: usize, open: impl Fn(usize) -> T) -> Measured {
         let _warm = open(1);
         thread::sleep(SETTLE);

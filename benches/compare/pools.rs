@@ -372,6 +372,9 @@ pub async fn ping_async<S: AsyncRead + AsyncWrite + Unpin>(
 #[derive(Debug, Clone, Copy)]
 pub struct Tcp {
     pub addr: SocketAddr,
+    /// Read and write timeouts on greenpool's streams (`None` in every
+    /// comparison; the IO-timeout cost rows arm them).
+    pub io_timeout: Option<Duration>,
 }
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -384,7 +387,9 @@ impl greenpool::Manager for Tcp {
             self.addr,
             &ConnectOptions::new()
                 .connect_timeout(CONNECT_TIMEOUT)
-                .nodelay(true),
+                .nodelay(true)
+                .read_timeout(self.io_timeout)
+                .write_timeout(self.io_timeout),
         )
     }
 }

@@ -131,17 +131,19 @@ impl Report {
              this file alone. Benchmarks measure; they never fail a build.\n\n"
         );
         out.push_str(&machine_table(&self.backend));
-        out.push_str(
+        out.push_str(&format!(
             "\n**How to read it.** Every figure is the median of several runs \
              (the number is given per section); ratios compare figures from the same \
-             run. greenpool's workers are green threads on 2 worker threads \
-             (`Config::new().workers(2)`), r2d2's are OS threads, deadpool's and bb8's \
-             are tasks on a tokio runtime with 2 worker threads. All four pools have a \
+             run. Everything runs on its default configuration: greenpool's workers \
+             are green threads on {} worker threads (one per CPU, `Config::new()`), \
+             r2d2's are OS threads, deadpool's and bb8's are tasks on a tokio runtime \
+             with its default worker count (one per CPU). All four pools have a \
              30 s checkout timeout and do no work on checkout or return beyond the \
              checkout itself (no `is_valid`/`recycle` round trip, no `has_broken`). \
              Everything shares one 2-core machine with the server, so the absolute \
              numbers move with the machine; the ratios move less.\n\n",
-        );
+            greenpool::runtime::may::config().get_workers()
+        ));
         out.push_str("## Targets\n\n");
         let mut t = Table::new(&["target", "measured", "held?"]);
         for target in &self.targets {
