@@ -19,6 +19,25 @@
 //! of worker threads and the stack size; otherwise the defaults apply on first
 //! use.
 //!
+//! ## Workers and IO timeouts
+//!
+//! The runtime uses one worker thread per CPU ([`config::DEFAULT_WORKERS`]).
+//! Green threads move between workers, so the timer of a read, write or
+//! connect timeout is armed on one thread and fired or disarmed on another.
+//! may 0.3.51 raced there, and a cancelled wait left its timer armed to end
+//! the next wait on the socket early; this workspace builds may with a small
+//! patch (`vendor/README.md` in the repository: each change, why, and how it
+//! was tested; `runtime/tests/io_timers.rs` holds the regression tests).
+//!
+//! The other road — never arming may's IO timers and enforcing deadlines in
+//! the runtime — was rejected on two counts. It would cover only the
+//! runtime's own stream type, leaving every `may::net` stream a user (or
+//! `may_minihttp`) creates with a crashing `set_read_timeout`. And a runtime
+//! deadline per wait means a may timer-thread timer per wait: the pool used
+//! one per checkout once, and dropping it took contended PING from ~22 µs to
+//! ~13 µs of CPU per request. The patch costs one uncontended lock, an `Arc`
+//! and a few atomics per armed wait (BENCHMARKS.md, section 2b).
+//!
 //! ```
 //! use greenpool_runtime::{spawn, sleep};
 //! use std::time::Duration;
