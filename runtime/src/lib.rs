@@ -13,6 +13,7 @@
 //! | `gevent.sleep` | [`sleep`] |
 //! | `gevent.Timeout` | [`timeout`] |
 //! | `gevent.socket.create_connection` | [`net::connect`] |
+//! | `gevent.server.StreamServer` | [`net::serve`] |
 //!
 //! Everything that blocks works both inside a green thread and from a plain
 //! OS thread. Call [`Config::apply`] first thing in `main` to choose the number
@@ -53,6 +54,7 @@
 pub mod config;
 pub mod group;
 pub mod net;
+mod server;
 pub mod sync;
 pub mod task;
 pub mod time;

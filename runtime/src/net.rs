@@ -42,12 +42,13 @@ use std::panic::{self, AssertUnwindSafe};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+pub use crate::server::{serve, ServeOptions, Server, DEFAULT_MAX_CONNECTIONS};
 pub use may::net::{TcpListener, TcpStream, UdpSocket};
 
 use crate::config::ensure_configured;
 use crate::sync::Semaphore;
 use crate::task::{is_green, panic_message};
-use crate::time::clamp_timeout;
+use crate::time::{after_timed_wake, clamp_timeout};
 
 /// Default for [`ConnectOptions::connect_timeout`]: 5 s per address.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -164,14 +165,6 @@ struct SlotGuard(&'static Semaphore);
 impl Drop for SlotGuard {
     fn drop(&mut self) {
         self.0.post();
-    }
-}
-
-/// After a timed wait expired inside a green thread, may resumes it on its
-/// timer thread; yield once so the caller continues on a worker.
-fn after_timed_wake() {
-    if is_green() {
-        may::coroutine::yield_now();
     }
 }
 

@@ -111,6 +111,12 @@ pub struct JoinHandle<T> {
 }
 
 impl<T> JoinHandle<T> {
+    /// may's handle of the green thread, to cancel it once the `JoinHandle`
+    /// itself has been given away.
+    pub(crate) fn coroutine(&self) -> &may::coroutine::Coroutine {
+        self.inner.coroutine()
+    }
+
     /// Wait for the green thread to finish and return its value, or the
     /// reason it did not produce one. Blocks the calling coroutine (or thread).
     pub fn join(self) -> Result<T, JoinError> {

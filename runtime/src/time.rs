@@ -29,6 +29,15 @@ pub fn sleep(d: Duration) {
     }
 }
 
+/// Call after a timed wait (a channel, semaphore, condvar or park with a
+/// timeout) expired: may resumes the green thread on its single timer thread,
+/// so yield once to continue on a worker. Does nothing on an OS thread.
+pub(crate) fn after_timed_wake() {
+    if is_green() {
+        may::coroutine::yield_now();
+    }
+}
+
 /// Turn a remaining time into a timeout may honours: `None` when nothing is
 /// left (the caller must treat the wait as expired), otherwise at least 1 ms.
 pub fn clamp_timeout(remaining: Duration) -> Option<Duration> {
@@ -175,10 +184,7 @@ where
         })
         .unwrap_or_else(|e| panic!("failed to spawn a green thread: {e}"));
     let result = rx.recv_timeout(wait);
-    if is_green() {
-        // A timed-out wait resumes on may's timer thread; move back to a worker.
-        may::coroutine::yield_now();
-    }
+    after_timed_wake();
     match result {
         Ok(v) => Ok(v),
         Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
