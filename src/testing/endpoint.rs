@@ -30,9 +30,9 @@ use std::time::{Duration, Instant};
 
 use socket2::SockRef;
 
-use crate::runtime::net::{TcpListener, TcpStream};
+use crate::runtime::net::{serve, ServeOptions, Server, TcpListener, TcpStream};
 use crate::runtime::sync::{mpsc, Condvar, Mutex as GreenMutex, SyncFlag};
-use crate::runtime::{sleep, yield_now, Builder, Deadline, JoinHandle, Wait};
+use crate::runtime::{yield_now, Builder, Deadline, JoinHandle, Wait};
 
 /// Reset (RST) the client side of a connection when it is closed.
 pub(crate) const RESET_CLIENT: u8 = 1;
@@ -47,10 +47,6 @@ const WAIT_SLICE: Duration = Duration::from_millis(10);
 /// How long `shutdown` waits for the last connection to finish closing before
 /// it logs a warning and returns anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-
-/// Pause after a failed `accept` (e.g. out of file descriptors) so the accept
-/// loop never spins.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(20);
 
 /// Stack size of the kit's green threads.
 const STACK_SIZE: usize = 64 * 1024;
@@ -295,7 +291,8 @@ enum Cmd {
 
 struct Lifecycle {
     addr: SocketAddr,
-    accept: Option<JoinHandle<()>>,
+    /// The accept loop (`net::serve`); dropped to stop listening.
+    accept: Option<Server>,
     supervisor: Option<JoinHandle<()>>,
     on_conn: OnConn,
     shut_down: bool,
@@ -376,10 +373,7 @@ impl Endpoint {
         {
             Ok(h) => lc.supervisor = Some(h),
             Err(e) => {
-                if let Some(h) = lc.accept.take() {
-                    h.cancel();
-                    h.wait();
-                }
+                Self::stop_listening(&mut lc);
                 return Err(e);
             }
         }
@@ -392,19 +386,39 @@ impl Endpoint {
         self.lifecycle.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Bind `lc.addr` and spawn the accept loop.
+    /// Bind `lc.addr` and start accepting. Each accepted connection is
+    /// refused (reset) or handed to `on_conn`, which registers it and starts
+    /// its own green threads; the kit tracks and closes connections itself,
+    /// so the server's bound is only a backstop.
     fn listen(self: &Arc<Self>, lc: &mut Lifecycle) -> io::Result<()> {
         let listener = bind_listener(lc.addr)?;
-        let local = listener.local_addr()?;
         let ep = self.clone();
         let on_conn = lc.on_conn.clone();
-        let h = Builder::new()
-            .name(format!("{}-accept", self.kind))
+        let opts = ServeOptions::new()
+            .name(self.kind)
             .stack_size(STACK_SIZE)
-            .spawn(move || accept_loop(ep, listener, on_conn))?;
-        lc.addr = local;
-        lc.accept = Some(h);
+            .nodelay(true);
+        let server = serve(listener, opts, move |stream, peer| {
+            ep.accept(stream, peer, &on_conn)
+        })?;
+        lc.addr = server.local_addr();
+        lc.accept = Some(server);
         Ok(())
+    }
+
+    /// One accepted connection: refused, or handed to `on_conn`.
+    fn accept(self: &Arc<Self>, stream: TcpStream, peer: SocketAddr, on_conn: &OnConn) {
+        let id = self.accepted.fetch_add(1, Ordering::AcqRel) + 1;
+        if self.refuse.load(Ordering::Acquire) {
+            set_reset_on_close(&stream);
+            drop(stream);
+            self.refused.fetch_add(1, Ordering::AcqRel);
+            log::debug!("{} refused connection {id} from {peer}", self.kind);
+            self.notify();
+            return;
+        }
+        log::trace!("{} accepted connection {id} from {peer}", self.kind);
+        on_conn(self, stream, id);
     }
 
     pub(crate) fn addr(&self) -> SocketAddr {
@@ -415,12 +429,13 @@ impl Endpoint {
         self.lifecycle().accept.is_some()
     }
 
-    /// Stop accepting: cancel the accept loop and wait until the listener is
-    /// closed. Returns with the port refusing connections.
+    /// Stop accepting, wait until the listener is closed and every accepted
+    /// connection has been refused or registered (so that closing all
+    /// connections next misses none). Returns with the port refusing
+    /// connections.
     fn stop_listening(lc: &mut Lifecycle) {
-        if let Some(h) = lc.accept.take() {
-            h.cancel();
-            h.wait();
+        if let Some(server) = lc.accept.take() {
+            server.stop(SHUTDOWN_GRACE);
         }
     }
 
@@ -733,31 +748,6 @@ fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
 fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
     crate::runtime::init();
     TcpListener::bind(addr)
-}
-
-fn accept_loop(ep: Arc<Endpoint>, listener: TcpListener, on_conn: OnConn) {
-    loop {
-        match listener.accept() {
-            Ok((stream, peer)) => {
-                let id = ep.accepted.fetch_add(1, Ordering::AcqRel) + 1;
-                if ep.refuse.load(Ordering::Acquire) {
-                    set_reset_on_close(&stream);
-                    drop(stream);
-                    ep.refused.fetch_add(1, Ordering::AcqRel);
-                    log::debug!("{} refused connection {id} from {peer}", ep.kind);
-                    ep.notify();
-                    continue;
-                }
-                let _ = stream.set_nodelay(true);
-                log::trace!("{} accepted connection {id} from {peer}", ep.kind);
-                on_conn(&ep, stream, id);
-            }
-            Err(e) => {
-                log::warn!("{} accept failed: {e}; retrying", ep.kind);
-                sleep(ACCEPT_BACKOFF);
-            }
-        }
-    }
 }
 
 /// Closes idle connections and connections whose green threads asked for it.

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use greenpool_runtime::net::TcpListener;
+use greenpool_runtime::net::{serve, ServeOptions, TcpListener};
 use greenpool_runtime::{sleep, spawn, JoinHandle};
 
 /// Generous bound for "this must not hang" waits.
@@ -18,31 +18,26 @@ pub const HANG_LIMIT: Duration = Duration::from_secs(20);
 /// connection, and return its address. The server lives until the test binary
 /// exits.
 pub fn echo_server() -> SocketAddr {
-    let (tx, rx) = std::sync::mpsc::channel();
-    // Bind inside a green thread: spawning first installs the runtime's
-    // configuration before may's scheduler starts.
-    spawn(move || {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind echo server");
-        tx.send(listener.local_addr().unwrap()).unwrap();
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { continue };
-            spawn(move || {
-                let mut buf = [0u8; 1024];
-                loop {
-                    match conn.read(&mut buf) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => {
-                            if conn.write_all(&buf[..n]).is_err() {
-                                break;
-                            }
-                        }
+    greenpool_runtime::init();
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind echo server");
+    let server = serve(listener, ServeOptions::new().name("echo"), |mut conn, _| {
+        let mut buf = [0u8; 1024];
+        loop {
+            match conn.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if conn.write_all(&buf[..n]).is_err() {
+                        break;
                     }
                 }
-            });
+            }
         }
-    });
-    rx.recv_timeout(HANG_LIMIT)
-        .expect("echo server did not start")
+    })
+    .expect("start echo server");
+    let addr = server.local_addr();
+    // Lives as long as the test binary: dropping it would stop accepting.
+    std::mem::forget(server);
+    addr
 }
 
 /// A loopback port with nothing listening on it (bound, then closed).
