@@ -42,7 +42,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-pub use crate::server::{serve, ServeOptions, Server, DEFAULT_MAX_CONNECTIONS};
+pub use crate::server::{serve, Accepted, ServeOptions, Server, DEFAULT_MAX_CONNECTIONS};
 pub use may::net::{TcpListener, TcpStream, UdpSocket};
 
 use crate::config::ensure_configured;

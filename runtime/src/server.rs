@@ -27,6 +27,16 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// spawn, so that the accept loop does not spin while the cause lasts.
 const ACCEPT_RETRY: Duration = Duration::from_millis(10);
 
+/// What a handler learns about its connection besides the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Accepted {
+    /// The peer's address.
+    pub peer: SocketAddr,
+    /// 1, 2, 3, ... in the order the server accepted the connections (handlers
+    /// run concurrently, so they may start in another order).
+    pub id: u64,
+}
+
 /// How [`serve`] runs: the bound on concurrent connections, socket options,
 /// the handlers' green threads.
 ///
@@ -171,7 +181,7 @@ impl fmt::Debug for Server {
     }
 }
 
-/// Serve every connection `listener` accepts with `handler(stream, peer)`, each
+/// Serve every connection `listener` accepts with `handler(stream, accepted)`, each
 /// in a green thread of its own, at most
 /// [`max_connections`](ServeOptions::max_connections) at once (gevent's
 /// `StreamServer(listener, handle).start()`). Returns at once; the accept
@@ -190,7 +200,7 @@ impl fmt::Debug for Server {
 /// use std::time::Duration;
 ///
 /// let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-/// let server = serve(listener, ServeOptions::new().max_connections(100), |mut s, _peer| {
+/// let server = serve(listener, ServeOptions::new().max_connections(100), |mut s, _accepted| {
 ///     let mut buf = [0u8; 64];
 ///     while let Ok(n @ 1..) = s.read(&mut buf) {
 ///         if s.write_all(&buf[..n]).is_err() {
@@ -210,7 +220,7 @@ impl fmt::Debug for Server {
 /// ```
 pub fn serve<F>(listener: TcpListener, opts: ServeOptions, handler: F) -> io::Result<Server>
 where
-    F: Fn(TcpStream, SocketAddr) + Send + Sync + 'static,
+    F: Fn(TcpStream, Accepted) + Send + Sync + 'static,
 {
     crate::config::ensure_configured();
     if opts.max_connections == 0 {
@@ -242,7 +252,7 @@ where
 
 fn accept_loop<F>(listener: TcpListener, shared: Arc<Shared>, opts: ServeOptions, handler: Arc<F>)
 where
-    F: Fn(TcpStream, SocketAddr) + Send + Sync + 'static,
+    F: Fn(TcpStream, Accepted) + Send + Sync + 'static,
 {
     loop {
         // A slot first: beyond the bound, connections wait in the backlog.
@@ -274,7 +284,7 @@ where
         let mut running = shared.running();
         match builder.spawn(move || {
             let _served = served;
-            handler(stream, peer);
+            handler(stream, Accepted { peer, id });
         }) {
             Ok(h) => {
                 running.insert(id, h.coroutine().clone());

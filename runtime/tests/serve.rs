@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::HANG_LIMIT;
 use greenpool_runtime::net::{
-    connect_addr, serve, ConnectOptions, ServeOptions, Server, TcpListener, TcpStream,
+    connect_addr, serve, Accepted, ConnectOptions, ServeOptions, Server, TcpListener, TcpStream,
 };
 
 fn listener() -> TcpListener {
@@ -40,7 +40,7 @@ fn echo(c: &mut TcpStream, msg: &[u8]) -> Vec<u8> {
     buf
 }
 
-fn echo_handler(mut s: TcpStream, _peer: std::net::SocketAddr) {
+fn echo_handler(mut s: TcpStream, _: Accepted) {
     let mut buf = [0u8; 256];
     while let Ok(n @ 1..) = s.read(&mut buf) {
         if s.write_all(&buf[..n]).is_err() {
@@ -164,6 +164,24 @@ fn a_panicking_handler_costs_only_its_connection() {
     wait_for("the slot to come back", || server.active() == 0);
     let mut good = client(&server);
     assert_eq!(echo(&mut good, b"x"), b"x");
+    assert_eq!(server.stop(HANG_LIMIT), 0);
+}
+
+/// Handlers learn the peer's address and the accept order.
+#[test]
+fn handlers_learn_the_peer_and_the_accept_order() {
+    let server = serve(listener(), ServeOptions::new(), |mut s, a: Accepted| {
+        let line = format!("{} {}\n", a.id, a.peer);
+        let _ = s.write_all(line.as_bytes());
+    })
+    .unwrap();
+    for want in 1..=3u64 {
+        let mut c = client(&server);
+        let local = c.local_addr().unwrap();
+        let mut reply = String::new();
+        c.read_to_string(&mut reply).unwrap();
+        assert_eq!(reply, format!("{want} {local}\n"));
+    }
     assert_eq!(server.stop(HANG_LIMIT), 0);
 }
 

@@ -398,17 +398,19 @@ impl Endpoint {
             .name(self.kind)
             .stack_size(STACK_SIZE)
             .nodelay(true);
-        let server = serve(listener, opts, move |stream, peer| {
-            ep.accept(stream, peer, &on_conn)
+        let first_id = self.accepted.load(Ordering::Acquire);
+        let server = serve(listener, opts, move |stream, a| {
+            ep.accept(stream, a.peer, first_id + a.id, &on_conn)
         })?;
         lc.addr = server.local_addr();
         lc.accept = Some(server);
         Ok(())
     }
 
-    /// One accepted connection: refused, or handed to `on_conn`.
-    fn accept(self: &Arc<Self>, stream: TcpStream, peer: SocketAddr, on_conn: &OnConn) {
-        let id = self.accepted.fetch_add(1, Ordering::AcqRel) + 1;
+    /// Accepted connection `id` (1, 2, ... in accept order, across restarts):
+    /// refused, or handed to `on_conn`.
+    fn accept(self: &Arc<Self>, stream: TcpStream, peer: SocketAddr, id: u64, on_conn: &OnConn) {
+        self.accepted.fetch_add(1, Ordering::AcqRel);
         if self.refuse.load(Ordering::Acquire) {
             set_reset_on_close(&stream);
             drop(stream);
