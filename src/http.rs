@@ -43,7 +43,9 @@
 use std::fmt;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
+#[cfg(feature = "tls")]
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use http::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
@@ -174,6 +176,7 @@ struct Origin {
     /// "host:port" to connect to.
     addr: String,
     /// The host, for TLS (no brackets).
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
     host: String,
     /// The Host header.
     authority: HeaderValue,

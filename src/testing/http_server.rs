@@ -289,7 +289,7 @@ fn serve<S: Sock>(mut r: BufReader<S>, id: u64, inner: &std::sync::Weak<Inner>) 
             }
             (_, "/eof") => {
                 let n = query_number(&path, "n");
-                let mut out = format!("HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n").into_bytes();
+                let mut out = b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n".to_vec();
                 if !head_only {
                     out.resize(out.len() + n, b'x');
                 }
