@@ -708,6 +708,13 @@ impl HttpConnection {
         self.keep_alive
     }
 
+    /// True if the current stream is TLS and its session was resumed (no
+    /// certificate exchange in its handshake).
+    #[cfg(feature = "tls")]
+    pub fn tls_resumed(&self) -> bool {
+        matches!(&self.stream, Some(s) if matches!(s.get_ref(), Transport::Tls(t) if t.is_resumed()))
+    }
+
     /// How many times this connection reopened its stream in place (the
     /// server had closed it, or a request was sent again after the
     /// keep-alive race).
