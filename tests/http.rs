@@ -175,6 +175,38 @@ fn an_idle_connection_the_server_closed_is_reopened_in_place() {
 }
 
 #[test]
+fn an_idempotent_request_that_loses_the_keep_alive_race_is_sent_again_once() {
+    let server = TestHttpServer::start().unwrap();
+    let mut c = HttpManager::new(&server.url()).unwrap().connect().unwrap();
+    // The server answers, then closes the connection as the next request
+    // arrives: the request is sent again, once, on a new connection.
+    assert_eq!(c.get("/race").unwrap().body(), b"race");
+    assert!(c.peer_status().is_idle());
+    assert_eq!(c.get("/id").unwrap().body(), b"2");
+    assert_eq!(c.reconnects(), 1);
+    // A POST is not idempotent: it may have been acted on, so it fails.
+    assert_eq!(c.get("/race").unwrap().body(), b"race");
+    let post = greenpool::http::Request::post("/echo")
+        .body(b"x".to_vec())
+        .unwrap();
+    let e = c.send(post).unwrap_err();
+    // EOF, or a reset when the server closed with the body unread.
+    let HttpError::Io { source, .. } = &e else {
+        panic!("{e}")
+    };
+    assert!(
+        matches!(
+            source.kind(),
+            std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
+        ),
+        "{e}"
+    );
+    assert!(!c.is_reusable());
+    // And the next request opens a new connection.
+    assert_eq!(c.get("/id").unwrap().body(), b"3");
+}
+
+#[test]
 fn https_through_the_pool() {
     let server = TestHttpServer::start_tls().unwrap();
     let m = HttpManager::new(&server.url())

@@ -30,6 +30,7 @@ const STACK: usize = 256 * 1024;
 /// | `GET /reset` | half a response head, then a reset (RST) |
 /// | `POST /echo` | `200`, the request body |
 /// | `GET /id` | `200`, the connection's number (1, 2, ...) |
+/// | `GET /race` | `200`, `race`; then the server reads the connection's next request and closes without answering (the keep-alive race) |
 /// | anything else | `404` |
 ///
 /// `HEAD` gets the same headers without a body. With
@@ -222,6 +223,7 @@ fn query_number(path: &str, key: &str) -> usize {
 
 /// Serve one connection until it closes.
 fn serve<S: Sock>(mut r: BufReader<S>, id: u64, inner: &std::sync::Weak<Inner>) -> io::Result<()> {
+    let mut drop_next = false;
     loop {
         let keep_ms = inner
             .upgrade()
@@ -233,6 +235,9 @@ fn serve<S: Sock>(mut r: BufReader<S>, id: u64, inner: &std::sync::Weak<Inner>) 
         };
         if let Some(i) = inner.upgrade() {
             i.requests.fetch_add(1, Ordering::Relaxed);
+        }
+        if drop_next {
+            return Ok(());
         }
         let mut headers = [httparse::EMPTY_HEADER; 64];
         let mut req = httparse::Request::new(&mut headers);
@@ -311,6 +316,10 @@ fn serve<S: Sock>(mut r: BufReader<S>, id: u64, inner: &std::sync::Weak<Inner>) 
                 let (status, text): (&str, Vec<u8>) = match (m, route) {
                     (_, "/hello") => ("200 OK", b"hello".to_vec()),
                     (_, "/id") => ("200 OK", id.to_string().into_bytes()),
+                    (_, "/race") => {
+                        drop_next = true;
+                        ("200 OK", b"race".to_vec())
+                    }
                     (_, "/close") => {
                         close = true;
                         ("200 OK", b"bye".to_vec())
