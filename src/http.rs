@@ -195,6 +195,28 @@ struct Origin {
     learnt: AtomicU64,
 }
 
+impl Clone for Origin {
+    fn clone(&self) -> Self {
+        Origin {
+            url: self.url.clone(),
+            addr: self.addr.clone(),
+            host: self.host.clone(),
+            authority: self.authority.clone(),
+            tls: self.tls,
+            connect: self.connect.clone(),
+            #[cfg(feature = "tls")]
+            connector: self.connector.clone(),
+            timeout: self.timeout,
+            max_head: self.max_head,
+            max_body: self.max_body,
+            server_idle_timeout: self.server_idle_timeout,
+            probe: self.probe.clone(),
+            keepalive_path: self.keepalive_path.clone(),
+            learnt: AtomicU64::new(self.learnt.load(Ordering::Relaxed)),
+        }
+    }
+}
+
 /// A [`Manager`] whose connections are HTTP/1.1 keep-alive connections to
 /// one origin, over TCP or TLS. See the [module docs](self).
 ///
@@ -208,9 +230,13 @@ struct Origin {
 /// | [`idle_timeout_probe`](Self::idle_timeout_probe) | `HEAD /` on the first connections |
 /// | [`keepalive_path`](Self::keepalive_path) | none: keepalive only checks for a close |
 ///
-/// Run a pool of HTTPS connections with
-/// `Builder::connector_stack_size(HANDSHAKE_STACK_SIZE)` (256 KiB): the TLS
-/// handshake runs in the pool's connector green threads.
+/// A TLS handshake needs [`HANDSHAKE_STACK_SIZE`](crate::runtime::tls::HANDSHAKE_STACK_SIZE)
+/// bytes of stack; on a green thread with less (the pool's connectors and the
+/// runtime's default 128 KiB included) it runs on a helper green thread
+/// that has enough, so no stack setting is needed.
+///
+/// The builder methods change this manager only: a clone made earlier keeps
+/// its own settings.
 #[derive(Clone)]
 pub struct HttpManager {
     origin: Arc<Origin>,
@@ -285,9 +311,7 @@ impl HttpManager {
     }
 
     fn edit(mut self, f: impl FnOnce(&mut Origin)) -> Self {
-        let origin = Arc::get_mut(&mut self.origin)
-            .expect("configure an HttpManager before cloning it or building a pool");
-        f(origin);
+        f(Arc::make_mut(&mut self.origin));
         self
     }
 

@@ -162,6 +162,35 @@ fn keep_alive_timeout_is_reported_and_an_idle_burst_has_no_failures() {
 }
 
 #[test]
+fn a_keepalive_path_keeps_idle_connections_open_inside_the_servers_timeout() {
+    let server = TestHttpServer::start().unwrap();
+    server.keep_alive(Some(Duration::from_secs(1)));
+    let m = HttpManager::new(&server.url())
+        .unwrap()
+        .keepalive_path(Some("/hello"));
+    let pool = pool(m, 2);
+    let requests = server.requests();
+    // Two of the server's 1 s idle timeouts pass (a HEAD every half timeout
+    // on each of the 2 connections: 8 HEADs); the HEADs keep both open.
+    assert!(wait_until(Duration::from_secs(10), || server.requests()
+        >= requests + 8));
+    assert_eq!(server.accepted(), 2);
+    assert_eq!(pool.state().counters.discarded.total(), 0);
+}
+
+#[test]
+fn no_probe_sends_nothing_before_the_first_request() {
+    let server = TestHttpServer::start().unwrap();
+    let m = HttpManager::new(&server.url())
+        .unwrap()
+        .idle_timeout_probe(None);
+    let pool = pool(m, 2);
+    assert!(wait_until(Duration::from_secs(5), || server.open() == 2));
+    assert_eq!(server.requests(), 0);
+    drop(pool);
+}
+
+#[test]
 fn an_idle_connection_the_server_closed_is_reopened_in_place() {
     let server = TestHttpServer::start().unwrap();
     let mut c = HttpManager::new(&server.url()).unwrap().connect().unwrap();
