@@ -1,16 +1,20 @@
-//! An HTTP front end whose handlers reach a backend through the pool.
+//! An HTTP front end whose handlers call a remote HTTPS API through the pool:
+//! the scenario geventconnpool was written for. The pool keeps keep-alive
+//! TLS connections open, so no request pays for a TLS handshake.
 //!
 //! The HTTP server is `may_minihttp`: every connection is served by its own
 //! green thread, and a handler that checks a connection out of the pool
-//! blocks only that green thread. The backend ("the remote API") is the
-//! embedded `greenpool::testing::TestServer`, or any server speaking its line
-//! protocol (`--backend ADDR`).
+//! blocks only that green thread. The backend ("the remote API") is an
+//! embedded HTTPS server (`greenpool::testing::TestHttpServer`, with a
+//! self-signed certificate the pool trusts), or a real one
+//! (`--backend https://host[:port]`, trusted through the system's roots or
+//! `--backend-ca FILE`). The pool is `greenpool::http::HttpManager`.
 //!
 //! Endpoints:
 //!
-//! - `GET /ping`: a `PING` to the backend through the pool, with `retry`;
-//! - `GET /echo/<text>`: `ECHO <text>` (percent-decoded; control characters
-//!   are refused, so a request cannot smuggle a second backend command);
+//! - `GET /ping`: `GET /hello` on the backend through the pool, with `retry`;
+//! - `GET /echo/<text>`: `POST /echo` with `<text>` (percent-decoded; control
+//!   characters are refused) as the body;
 //! - `GET /stats`: the pool's state and counters as JSON.
 //!
 //! A backend failure is `502 Bad Gateway`; no free backend connection within
@@ -19,7 +23,7 @@
 //! `--self-test CONNS` runs a built-in load client instead of serving
 //! forever: CONNS keep-alive HTTP connections (green threads, plain blocking
 //! HTTP/1.1 over the runtime's `TcpStream`) each send `--requests` requests;
-//! half-way through, the embedded backend resets every pooled connection.
+//! half-way through, the embedded backend closes every pooled connection.
 //! It prints requests/s, latency percentiles and errors, and exits 0 only if
 //! every request succeeded.
 //!
@@ -38,9 +42,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use greenpool::http::{self as backend_http, HttpError, HttpManager};
 use greenpool::runtime::net::{connect_addr, ConnectOptions};
+use greenpool::runtime::tls::TlsConnector;
 use greenpool::runtime::{self, spawn};
-use greenpool::testing::{LineManager, TestServer};
+use greenpool::testing::TestHttpServer;
 use greenpool::{ConnectionPool, Retry};
 use may_minihttp::{HttpServer, HttpService, Request, Response};
 
@@ -52,8 +58,11 @@ USAGE: cargo run --release --example http_gateway -- [OPTIONS]
 
 OPTIONS:
   --listen ADDR       where to serve HTTP (default 127.0.0.1:8080; port 0 picks a free port)
-  --backend ADDR      a server speaking greenpool's test line protocol
-                      (default: start the embedded TestServer)
+  --backend URL       the HTTPS (or HTTP) API to call: it must answer
+                      GET /hello with \"hello\" and echo POST /echo bodies
+                      (default: start an embedded HTTPS backend)
+  --backend-ca FILE   trust the CA certificates in this PEM file for
+                      --backend (default: the system's roots)
   --size N            backend connections in the pool (default 8)
   --duration SECS     serve this long, then stop (default: until killed)
   --self-test CONNS   run the built-in load client with CONNS keep-alive
@@ -71,7 +80,8 @@ const MAX_ECHO: usize = 1024;
 
 struct Options {
     listen: SocketAddr,
-    backend: Option<SocketAddr>,
+    backend: Option<String>,
+    backend_ca: Option<String>,
     size: usize,
     duration: Option<Duration>,
     self_test: Option<usize>,
@@ -82,6 +92,7 @@ fn parse_args(flags: &mut common::Flags) -> Result<Options, String> {
     let mut o = Options {
         listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
         backend: None,
+        backend_ca: None,
         size: 8,
         duration: None,
         self_test: None,
@@ -97,7 +108,8 @@ fn parse_args(flags: &mut common::Flags) -> Result<Options, String> {
         match a.as_str() {
             "-h" | "--help" => return Err(String::new()),
             "--listen" => o.listen = addr("--listen", value("--listen")?)?,
-            "--backend" => o.backend = Some(addr("--backend", value("--backend")?)?),
+            "--backend" => o.backend = Some(value("--backend")?),
+            "--backend-ca" => o.backend_ca = Some(value("--backend-ca")?),
             "--size" => o.size = number("--size", value("--size")?)?.max(1),
             "--duration" => {
                 o.duration = Some(Duration::from_secs(
@@ -122,7 +134,7 @@ fn parse_args(flags: &mut common::Flags) -> Result<Options, String> {
 /// pool.
 #[derive(Clone)]
 struct Gateway {
-    pool: ConnectionPool<LineManager>,
+    pool: ConnectionPool<HttpManager>,
     policy: Retry,
     started: Instant,
     served: Arc<AtomicU64>,
@@ -134,8 +146,9 @@ impl HttpService for Gateway {
         let path = req.path();
         let path = path.split_once('?').map_or(path, |(p, _)| p);
         match (req.method(), path) {
-            ("GET", "/ping") => match self.policy.call(|| self.pool.with(|c| c.ping())) {
-                Ok(()) => text(rsp, "PONG\n"),
+            ("GET", "/ping") => match self.policy.call(|| self.backend_get("/hello")) {
+                Ok(body) if body == "hello" => text(rsp, "PONG\n"),
+                Ok(body) => backend_error(rsp, &unexpected(&body)),
                 Err(e) => backend_error(rsp, &e),
             },
             ("GET", p) if p.starts_with("/echo/") => match decode_text(&p["/echo/".len()..]) {
@@ -143,13 +156,10 @@ impl HttpService for Gateway {
                     rsp.status_code(400, "Bad Request");
                     text(rsp, format!("{why}\n"));
                 }
-                Ok(t) => {
-                    let line = format!("ECHO {t}");
-                    match self.policy.call(|| self.pool.with(|c| c.request(&line))) {
-                        Ok(reply) => text(rsp, reply + "\n"),
-                        Err(e) => backend_error(rsp, &e),
-                    }
-                }
+                Ok(t) => match self.policy.call(|| self.backend_echo(&t)) {
+                    Ok(reply) => text(rsp, reply + "\n"),
+                    Err(e) => backend_error(rsp, &e),
+                },
             },
             ("GET", "/stats") => {
                 rsp.header("Content-Type: application/json");
@@ -170,7 +180,28 @@ impl HttpService for Gateway {
     }
 }
 
+/// The backend answered 200 with something else.
+fn unexpected(body: &str) -> HttpError {
+    HttpError::Protocol(format!("the backend answered {body:?}"))
+}
+
 impl Gateway {
+    /// `GET path` on the backend through the pool: the body of a 200.
+    fn backend_get(&self, path: &str) -> Result<String, HttpError> {
+        let r = self.pool.with(|c| c.get(path))?;
+        ok_body(r)
+    }
+
+    /// `POST /echo` with `text` on the backend through the pool.
+    fn backend_echo(&self, text: &str) -> Result<String, HttpError> {
+        let req = backend_http::Request::post("/echo")
+            .header("content-type", "text/plain; charset=utf-8")
+            .body(text.as_bytes().to_vec())
+            .map_err(|e| HttpError::InvalidRequest(e.to_string()))?;
+        let r = self.pool.with(|c| c.send(req.clone()))?;
+        ok_body(r)
+    }
+
     /// The pool's state and counters, and the gateway's own, as JSON.
     fn stats_json(&self) -> String {
         let s = self.pool.state();
@@ -237,14 +268,23 @@ fn text(rsp: &mut Response, body: impl Into<String>) {
     rsp.body_vec(body.into().into_bytes());
 }
 
+/// The body of a `200` response, as text; any other status is an error.
+fn ok_body(r: greenpool::http::Response<Vec<u8>>) -> Result<String, HttpError> {
+    let body = String::from_utf8_lossy(r.body()).into_owned();
+    if r.status() == 200 {
+        Ok(body)
+    } else {
+        Err(HttpError::Protocol(format!(
+            "the backend answered {}: {body:?}",
+            r.status()
+        )))
+    }
+}
+
 /// 503 when no backend connection was free in time (the pool's checkout
-/// timeout, carried inside the `io::Error`), 502 for any other backend
-/// failure; the body says what happened.
-fn backend_error(rsp: &mut Response, e: &io::Error) {
-    let timeout = e
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<greenpool::Error>())
-        .is_some_and(greenpool::Error::is_timeout);
+/// timeout), 502 for any other backend failure; the body says what happened.
+fn backend_error(rsp: &mut Response, e: &HttpError) {
+    let timeout = matches!(e, HttpError::Pool(p) if p.is_timeout());
     if timeout {
         rsp.status_code(503, "Service Unavailable");
         rsp.header("Retry-After: 1");
@@ -431,6 +471,25 @@ fn concrete_listen_addr(addr: SocketAddr) -> io::Result<SocketAddr> {
     probe.local_addr()
 }
 
+/// The pool's manager for `url`: trusting the embedded backend's own
+/// certificate, or `ca` (a PEM file), or the system's roots.
+fn backend_manager(
+    url: &str,
+    ca: Option<&str>,
+    embedded: Option<&TestHttpServer>,
+) -> Result<HttpManager, Box<dyn std::error::Error>> {
+    let m = HttpManager::new(url)?.timeout(Some(Duration::from_secs(2)));
+    let connector = match (embedded, ca) {
+        (Some(server), _) => Some(server.connector()?),
+        (None, Some(ca)) => Some(TlsConnector::from_pem_file(ca)?),
+        (None, None) => None,
+    };
+    Ok(match connector {
+        Some(c) => m.tls(c),
+        None => m,
+    })
+}
+
 fn main() -> ExitCode {
     let opts = match common::options("http_gateway", HELP, parse_args) {
         Ok(o) => o,
@@ -443,10 +502,10 @@ fn main() -> ExitCode {
     // stack size (128 KiB) only if the runtime is configured before it starts.
     common::start_runtime();
 
-    // The backend.
+    // The backend: an embedded HTTPS API, or a real one.
     let embedded = match opts.backend {
         Some(_) => None,
-        None => match TestServer::start() {
+        None => match TestHttpServer::start_tls() {
             Ok(s) => Some(s),
             Err(e) => {
                 eprintln!("http_gateway: cannot start the embedded backend: {e}");
@@ -456,16 +515,23 @@ fn main() -> ExitCode {
     };
     let backend = opts
         .backend
-        .or(embedded.as_ref().map(TestServer::addr))
+        .clone()
+        .or(embedded.as_ref().map(TestHttpServer::url))
         .expect("one of the two");
+    let manager = match backend_manager(&backend, opts.backend_ca.as_deref(), embedded.as_ref()) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("http_gateway: {e}");
+            return ExitCode::from(2);
+        }
+    };
 
     // The pool.
     let pool = ConnectionPool::builder()
         .name("backend")
         .size(opts.size)
         .checkout_timeout(Duration::from_secs(2))
-        .keepalive(Duration::from_secs(10))
-        .build(LineManager::new(backend).timeout(Duration::from_secs(2)))
+        .build(manager)
         .expect("valid pool settings");
     if let Err(e) = pool.wait_ready(Duration::from_secs(5)) {
         eprintln!("http_gateway: cannot reach the backend at {backend}: {e}");
@@ -547,7 +613,7 @@ fn run_self_test(
     listen: SocketAddr,
     conns: usize,
     requests: usize,
-    embedded: Option<&TestServer>,
+    embedded: Option<&TestHttpServer>,
     gateway: &Gateway,
 ) -> ExitCode {
     let total = (conns * requests) as u64;
@@ -556,7 +622,7 @@ fn run_self_test(
         Some(server) => {
             let (server, reset) = (server.clone(), Arc::clone(&reset));
             Arc::new(move || {
-                reset.store(server.reset_all() as u64, Ordering::Relaxed);
+                reset.store(server.close_all() as u64, Ordering::Relaxed);
             })
         }
         None => Arc::new(|| {}),
@@ -564,7 +630,7 @@ fn run_self_test(
     println!(
         "self-test: {conns} keep-alive connections x {requests} requests (/ping, /echo, /stats){}",
         if embedded.is_some() {
-            "; the backend resets every pooled connection half-way"
+            "; the backend closes every pooled connection half-way"
         } else {
             ""
         }

@@ -7,9 +7,10 @@
 //! `PING`, `WHOAMI` and `QUIT`. Its certificate is made at start-up with
 //! rcgen, and the client trusts exactly that certificate and nothing else.
 //! The pool's [`Manager::new_connection`] connects, reads the greeting, sends
-//! `STARTTLS`, runs the TLS handshake (rustls over the runtime's blocking
-//! `TcpStream`: every read and write blocks only the green thread), and logs
-//! in. Then 200 green threads send requests through `retry` while the server
+//! `STARTTLS`, runs the TLS handshake (`greenpool::runtime::tls`: rustls over
+//! the runtime's blocking `TcpStream`, every read and write blocks only the
+//! green thread), and logs in; lines go through the runtime's bounded
+//! `line::read_line` and one-piece `line::write_line`. Then 200 green threads send requests through `retry` while the server
 //! drops every session once, as a restart would.
 //!
 //! With `--wrong-password` the login fails: every attempt is a connect
@@ -27,21 +28,22 @@ mod common;
 use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::fmt;
-use std::io::{self, BufRead, Read, Write};
+use std::io::{self, BufReader};
 use std::net::{Shutdown, SocketAddr};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use greenpool::runtime::net::{connect_addr, ConnectOptions, TcpListener, TcpStream};
-use greenpool::runtime::sync::Mutex;
-use greenpool::runtime::{self, JoinHandle};
-use greenpool::{ConnectionPool, ErrorSet, Manager, Retry};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
-use rustls::{
-    ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection, StreamOwned,
+use greenpool::runtime;
+use greenpool::runtime::line::{read_line, write_line};
+use greenpool::runtime::net::{
+    connect_addr, serve as serve_on, ConnectOptions, ServeOptions, Server, TcpListener, TcpStream,
 };
+use greenpool::runtime::sync::Mutex;
+use greenpool::runtime::tls::{self, rustls::ServerConfig, TlsConnector, TlsStream};
+use greenpool::testing::tls::SelfSigned;
+use greenpool::{ConnectionPool, ErrorSet, Manager, Retry};
 
 const HELP: &str = "\
 starttls_login: a pool of STARTTLS + LOGIN sessions to a line-protocol server
@@ -62,9 +64,9 @@ Set RUST_LOG=info (or debug) to see more of the pool's own log lines.";
 /// TLS handshakes need more stack than the runtime's default green thread
 /// has room for comfortably; an overflow in a release build exits the
 /// process, so both ends of the handshake get 256 KiB.
-const TLS_STACK: usize = 256 * 1024;
+const TLS_STACK: usize = tls::HANDSHAKE_STACK_SIZE;
 /// Longest line either side accepts.
-const MAX_LINE: u64 = 1024;
+const MAX_LINE: usize = 1024;
 const USER: &str = "demo";
 const PASSWORD: &str = "correct horse battery staple";
 
@@ -72,10 +74,9 @@ const PASSWORD: &str = "correct horse battery staple";
 // The client side: a session, its errors, and the pool's manager.
 // ---------------------------------------------------------------------------
 
-/// A logged-in TLS session. `StreamOwned` is both the TLS stream and a
-/// buffered reader (rustls keeps the decrypted bytes), so no `BufReader`.
+/// A logged-in TLS session.
 struct Session {
-    tls: StreamOwned<ClientConnection, TcpStream>,
+    tls: BufReader<TlsStream>,
     user: String,
 }
 
@@ -84,31 +85,13 @@ impl Session {
     /// [`SessionError::Server`]: the server refused the command, the session
     /// is fine.
     fn request(&mut self, line: &str) -> Result<String, SessionError> {
-        self.tls.write_all(format!("{line}\n").as_bytes())?;
-        self.tls.flush()?;
-        let reply = read_reply(&mut self.tls)?;
+        write_line(self.tls.get_mut(), line)?;
+        let reply = read_line(&mut self.tls, MAX_LINE)?;
         match reply.strip_prefix("ERR ") {
             Some(why) => Err(SessionError::Server(why.to_owned())),
             None => Ok(reply),
         }
     }
-}
-
-/// Read one `\n`-terminated line of at most [`MAX_LINE`] bytes, without the
-/// line end. End of stream is an `UnexpectedEof` error.
-fn read_reply<R: BufRead>(r: &mut R) -> io::Result<String> {
-    let mut line = String::new();
-    r.take(MAX_LINE).read_line(&mut line)?;
-    if line.is_empty() {
-        return Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "the server closed the connection",
-        ));
-    }
-    if !line.ends_with('\n') {
-        return Err(ProtocolError(format!("reply longer than {MAX_LINE} bytes or cut off")).into());
-    }
-    Ok(line.trim_end().to_owned())
 }
 
 /// The server broke the protocol: the session can't be trusted any more.
@@ -122,12 +105,6 @@ impl fmt::Display for ProtocolError {
 }
 
 impl StdError for ProtocolError {}
-
-impl From<ProtocolError> for io::Error {
-    fn from(e: ProtocolError) -> Self {
-        io::Error::new(io::ErrorKind::InvalidData, e)
-    }
-}
 
 /// Everything a session can fail with.
 #[derive(Debug)]
@@ -173,14 +150,6 @@ impl StdError for SessionError {
 
 impl From<io::Error> for SessionError {
     fn from(e: io::Error) -> Self {
-        // read_reply wraps protocol errors in io::Error; unwrap them again so
-        // the pool and retry see the real type.
-        if e.get_ref().is_some_and(|inner| inner.is::<ProtocolError>()) {
-            let inner = e.into_inner().expect("checked above");
-            return SessionError::Protocol(
-                *inner.downcast::<ProtocolError>().expect("checked above"),
-            );
-        }
         SessionError::Io(e)
     }
 }
@@ -200,8 +169,8 @@ impl From<greenpool::Error> for SessionError {
 /// Opens sessions: connect, STARTTLS, TLS handshake, LOGIN.
 struct LoginManager {
     addr: SocketAddr,
-    tls: Arc<ClientConfig>,
-    server_name: ServerName<'static>,
+    tls: TlsConnector,
+    server_name: String,
     user: String,
     password: String,
     timeout: Duration,
@@ -227,33 +196,23 @@ impl Manager for LoginManager {
             .connect_timeout(self.timeout)
             .read_timeout(t)
             .write_timeout(t);
-        let mut plain = io::BufReader::new(connect_addr(self.addr, &opts)?);
+        let mut plain = BufReader::new(connect_addr(self.addr, &opts)?);
 
         // Plain text: greeting, STARTTLS, "OK".
-        let greeting = read_reply(&mut plain)?;
+        let greeting = read_line(&mut plain, MAX_LINE)?;
         if !greeting.contains("STARTTLS") {
             return Err(
                 ProtocolError(format!("the server does not offer STARTTLS: {greeting:?}")).into(),
             );
         }
-        plain.get_mut().write_all(b"STARTTLS\n")?;
-        let ok = read_reply(&mut plain)?;
+        write_line(plain.get_mut(), "STARTTLS")?;
+        let ok = read_line(&mut plain, MAX_LINE)?;
         self.expect(ok, "OK", "OK to STARTTLS")?;
-        // Anything the server sent after its OK and before the handshake would
-        // be read as if it came over TLS: refuse it (STARTTLS command
-        // injection, CVE-2011-0411 and friends).
-        if !plain.buffer().is_empty() {
-            return Err(ProtocolError("plain-text bytes after STARTTLS's OK".into()).into());
-        }
-
-        // TLS: handshake now, so that a certificate problem is reported as
-        // such rather than as a failed LOGIN.
-        let conn = ClientConnection::new(Arc::clone(&self.tls), self.server_name.clone())
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-        let mut tls = StreamOwned::new(conn, plain.into_inner());
-        while tls.conn.is_handshaking() {
-            tls.conn.complete_io(&mut tls.sock)?;
-        }
+        // TLS: the handshake runs now, so that a certificate problem is
+        // reported as such rather than as a failed LOGIN. upgrade_buffered
+        // refuses plain-text bytes the server sent after its OK (STARTTLS
+        // command injection, CVE-2011-0411).
+        let tls = BufReader::new(self.tls.upgrade_buffered(plain, &self.server_name)?);
 
         // LOGIN.
         let mut session = Session {
@@ -292,11 +251,10 @@ struct ServerStats {
     commands: AtomicU64,
 }
 
-/// The demo server: an accept loop in a green thread, one green thread per
-/// connection.
+/// The demo server: `runtime::net::serve`, one green thread per connection.
 struct DemoServer {
     addr: SocketAddr,
-    accept_loop: JoinHandle<()>,
+    accept_loop: Server,
     /// A clone of every open connection's socket, so that the server can drop
     /// them all (`kick_all`).
     open: Arc<Mutex<HashMap<u64, TcpStream>>>,
@@ -314,39 +272,16 @@ impl DemoServer {
         let open = Arc::new(Mutex::new(HashMap::new()));
         let stats = Arc::new(ServerStats::default());
         let (open2, stats2) = (Arc::clone(&open), Arc::clone(&stats));
-        let accept_loop = runtime::Builder::new().name("demo-accept").spawn(move || {
-            let mut next_id = 0u64;
-            loop {
-                let stream = match listener.accept() {
-                    Ok((s, _)) => s,
-                    Err(e) => {
-                        log::warn!("demo server: accept failed: {e}");
-                        runtime::sleep(Duration::from_millis(10));
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                next_id += 1;
-                let id = next_id;
-                if let Ok(clone) = stream.try_clone() {
-                    open2.lock().unwrap().insert(id, clone);
-                }
-                let (tls, open, stats) =
-                    (Arc::clone(&tls), Arc::clone(&open2), Arc::clone(&stats2));
-                let spawned = runtime::Builder::new()
-                    .name(format!("demo-conn-{id}"))
-                    .stack_size(TLS_STACK)
-                    .spawn(move || {
-                        if let Err(e) = serve(stream, &tls, user, password, &stats) {
-                            log::debug!("demo server: connection {id} ended: {e}");
-                        }
-                        open.lock().unwrap().remove(&id);
-                    });
-                if let Err(e) = spawned {
-                    log::error!("demo server: cannot start a connection green thread: {e}");
-                    open2.lock().unwrap().remove(&id);
-                }
+        let opts = ServeOptions::new().name("demo").stack_size(TLS_STACK);
+        let accept_loop = serve_on(listener, opts, move |stream, accepted| {
+            let id = accepted.id;
+            if let Ok(clone) = stream.try_clone() {
+                open2.lock().unwrap().insert(id, clone);
             }
+            if let Err(e) = serve(stream, &tls, user, password, &stats2) {
+                log::debug!("demo server: connection {id} ended: {e}");
+            }
+            open2.lock().unwrap().remove(&id);
         })?;
         Ok(DemoServer {
             addr,
@@ -367,17 +302,11 @@ impl DemoServer {
     }
 
     fn stop(self) {
-        self.accept_loop.cancel();
-        self.accept_loop.wait();
+        // Drop the sessions, then stop accepting and wait (briefly) for their
+        // green threads to see it.
         self.kick_all();
+        self.accept_loop.stop(Duration::from_secs(1));
     }
-}
-
-/// Write one line in one piece: over TLS every write is a record, and two
-/// small segments in a row would wait for a delayed ACK (Nagle).
-fn send<W: Write>(w: &mut W, line: &str) -> io::Result<()> {
-    w.write_all(format!("{line}\n").as_bytes())?;
-    w.flush()
 }
 
 /// One client connection, start to end.
@@ -388,32 +317,30 @@ fn serve(
     password: &str,
     stats: &ServerStats,
 ) -> io::Result<()> {
-    let mut plain = io::BufReader::new(stream);
-    send(plain.get_mut(), "HELLO greenpool-demo; STARTTLS required")?;
+    let mut plain = BufReader::new(stream);
+    write_line(plain.get_mut(), "HELLO greenpool-demo; STARTTLS required")?;
     loop {
-        let line = read_reply(&mut plain)?;
+        let line = read_line(&mut plain, MAX_LINE)?;
         if line == "STARTTLS" {
             break;
         }
-        send(plain.get_mut(), "ERR STARTTLS first")?;
+        write_line(plain.get_mut(), "ERR STARTTLS first")?;
     }
     if !plain.buffer().is_empty() {
         // The client pipelined commands in plain text after STARTTLS.
-        return Err(ProtocolError("plain-text bytes after STARTTLS".into()).into());
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "plain-text bytes after STARTTLS",
+        ));
     }
     let mut stream = plain.into_inner();
-    send(&mut stream, "OK begin TLS")?;
-    let conn = ServerConnection::new(Arc::clone(tls))
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-    let mut tls = StreamOwned::new(conn, stream);
-    while tls.conn.is_handshaking() {
-        tls.conn.complete_io(&mut tls.sock)?;
-    }
+    write_line(&mut stream, "OK begin TLS")?;
+    let mut tls = tls::accept(tls, stream)?;
     stats.handshakes.fetch_add(1, Ordering::Relaxed);
 
     let mut logged_in: Option<String> = None;
     loop {
-        let line = read_reply(&mut tls)?;
+        let line = read_line(&mut tls, MAX_LINE)?;
         let mut words = line.splitn(3, ' ');
         let reply = match (words.next().unwrap_or(""), &logged_in) {
             ("LOGIN", None) => {
@@ -424,16 +351,16 @@ fn serve(
                     format!("OK welcome {u}")
                 } else {
                     stats.logins_failed.fetch_add(1, Ordering::Relaxed);
-                    send(&mut tls, "ERR invalid user name or password")?;
+                    write_line(&mut tls, "ERR invalid user name or password")?;
                     tls.conn.send_close_notify();
-                    let _ = tls.flush();
+                    let _ = io::Write::flush(&mut tls);
                     return Ok(());
                 }
             }
             ("QUIT", _) => {
-                send(&mut tls, "BYE")?;
+                write_line(&mut tls, "BYE")?;
                 tls.conn.send_close_notify();
-                return tls.flush();
+                return io::Write::flush(&mut tls);
             }
             (_, None) => "ERR LOGIN first".to_owned(),
             ("LOGIN", Some(_)) => "ERR already logged in".to_owned(),
@@ -442,7 +369,7 @@ fn serve(
             (_, Some(_)) => "ERR unknown command".to_owned(),
         };
         stats.commands.fetch_add(1, Ordering::Relaxed);
-        send(&mut tls, &reply)?;
+        write_line(&mut tls, &reply)?;
     }
 }
 
@@ -480,24 +407,9 @@ fn parse_args(flags: &mut common::Flags) -> Result<Options, String> {
 
 /// A self-signed certificate for "localhost", and the TLS configurations of
 /// both ends: the client trusts that one certificate and nothing else.
-fn tls_configs() -> Result<(Arc<ServerConfig>, Arc<ClientConfig>), Box<dyn StdError>> {
-    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])?;
-    let cert: CertificateDer<'static> = certified.cert.der().clone();
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(certified.key_pair.serialize_der()));
-    // The `ring` provider, chosen explicitly: no process-wide default needed.
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-
-    let server = ServerConfig::builder_with_provider(Arc::clone(&provider))
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(vec![cert.clone()], key)?;
-    let mut roots = RootCertStore::empty();
-    roots.add(cert)?;
-    let client = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok((Arc::new(server), Arc::new(client)))
+fn tls_configs() -> io::Result<(Arc<ServerConfig>, TlsConnector)> {
+    let cert = SelfSigned::new(&["localhost"])?;
+    Ok((cert.server_config()?, cert.connector()?))
 }
 
 #[derive(Default)]
@@ -553,7 +465,7 @@ fn main() -> ExitCode {
         .build(LoginManager {
             addr: server.addr,
             tls: client_tls,
-            server_name: ServerName::try_from("localhost").expect("a valid DNS name"),
+            server_name: "localhost".to_owned(),
             user: USER.to_owned(),
             password: password.to_owned(),
             timeout: Duration::from_secs(2),

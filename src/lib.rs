@@ -83,6 +83,8 @@ mod deadlines;
 mod error;
 mod error_set;
 mod guard;
+#[cfg(feature = "http")]
+pub mod http;
 mod maintenance;
 mod manager;
 mod pool;

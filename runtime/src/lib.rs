@@ -53,11 +53,14 @@
 
 pub mod config;
 pub mod group;
+pub mod line;
 pub mod net;
 mod server;
 pub mod sync;
 pub mod task;
 pub mod time;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use config::{init, Config, ConfigError, WORKERS_ENV};
 pub use group::{GreenPool, Group};

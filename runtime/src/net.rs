@@ -783,6 +783,71 @@ fn configure(stream: &TcpStream, peer: SocketAddr, opts: &ConnectOptions) -> io:
     Ok(())
 }
 
+// ---------------------------------------------------------------------------
+// Idle-connection check
+// ---------------------------------------------------------------------------
+
+/// What a non-blocking look at an idle connection found: see
+/// [`peer_status`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerStatus {
+    /// Open, and nothing to read: the normal state of an idle connection.
+    Idle,
+    /// Bytes are waiting to be read. For a request/response protocol an idle
+    /// connection with unread bytes is out of step (or the server sent an
+    /// error before closing): treat it as broken.
+    Pending,
+    /// The peer has closed its side (a FIN; for TLS also `close_notify`).
+    Closed,
+    /// The socket has failed, e.g. the peer reset it (RST): the kind of the
+    /// error it reports.
+    Failed(io::ErrorKind),
+}
+
+impl PeerStatus {
+    /// True for [`PeerStatus::Idle`]: the connection can carry a new request.
+    pub fn is_idle(self) -> bool {
+        self == PeerStatus::Idle
+    }
+}
+
+/// Has the peer closed or reset this idle connection? Never blocks: one
+/// `recv(MSG_PEEK)` on the non-blocking socket, which consumes nothing.
+///
+/// A server that closes idle connections (HTTP keep-alive timeout, Redis
+/// `timeout`, a restart) sends a FIN that nobody reads until the next
+/// request, which then fails; this check sees it first, at the cost of one
+/// system call. It cannot see a peer that vanished without a FIN or RST
+/// (use TCP keepalive or an application `PING` for that). For TLS use
+/// `TlsStream::peer_status` (feature `tls`), which also reads `close_notify`.
+///
+/// ```
+/// use greenpool_runtime::net::{connect_addr, peer_status, ConnectOptions, PeerStatus, TcpListener};
+/// let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+/// let client = connect_addr(listener.local_addr().unwrap(), &ConnectOptions::new()).unwrap();
+/// let (server_side, _) = listener.accept().unwrap();
+/// assert_eq!(peer_status(&client), PeerStatus::Idle);
+/// drop(server_side);
+/// # let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+/// # while peer_status(&client) == PeerStatus::Idle && std::time::Instant::now() < deadline {
+/// #     greenpool_runtime::sleep(std::time::Duration::from_millis(1));
+/// # }
+/// assert_eq!(peer_status(&client), PeerStatus::Closed);
+/// ```
+pub fn peer_status(stream: &TcpStream) -> PeerStatus {
+    let mut byte = [0u8; 1];
+    loop {
+        // may keeps its sockets in non-blocking mode, so this returns at once.
+        return match stream.inner().peek(&mut byte) {
+            Ok(0) => PeerStatus::Closed,
+            Ok(_) => PeerStatus::Pending,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => PeerStatus::Idle,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => PeerStatus::Failed(e.kind()),
+        };
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

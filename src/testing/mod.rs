@@ -69,16 +69,25 @@
 
 mod client;
 mod endpoint;
+#[cfg(feature = "http")]
+mod http_server;
 mod line_manager;
+#[cfg(all(feature = "http", feature = "tls"))]
+pub mod nginx;
 mod proxy;
 pub mod redis;
 pub mod resp;
 mod server;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use client::LineClient;
 pub use line_manager::LineManager;
 pub use proxy::{FaultProxy, UPSTREAM_CONNECT_TIMEOUT};
 pub use server::{TestServer, MAX_LINE};
+
+#[cfg(feature = "http")]
+pub use http_server::TestHttpServer;
 
 /// The number of file descriptors the process has open, from
 /// `/proc/self/fd`; `None` where that is not available (any OS but Linux,
