@@ -110,6 +110,37 @@ impl ErrorSet {
         }
     }
 
+    /// Errors of type `T` for which `f` returns true: one variant of your own
+    /// error enum, say, without a hand-written downcast. `f` sees each error
+    /// of the chain that is a `T`.
+    ///
+    /// ```
+    /// use greenpool::ErrorSet;
+    ///
+    /// #[derive(Debug)]
+    /// enum ImapError { Bye, No(String) }
+    /// impl std::fmt::Display for ImapError {
+    ///     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result { write!(f, "{self:?}") }
+    /// }
+    /// impl std::error::Error for ImapError {}
+    ///
+    /// // BYE means the server is closing the connection; NO is an answer.
+    /// let set = ErrorSet::io().or(ErrorSet::when(|e: &ImapError| matches!(e, ImapError::Bye)));
+    /// assert!(set.matches(&ImapError::Bye));
+    /// assert!(!set.matches(&ImapError::No("over quota".into())));
+    /// // looked for through the chain, like every matcher
+    /// let bye = ErrorSet::when(|e: &ImapError| matches!(e, ImapError::Bye));
+    /// assert!(bye.matches(&std::io::Error::other(ImapError::Bye)));
+    /// assert!(!bye.matches(&std::io::Error::other("bye")));
+    /// ```
+    pub fn when<T, F>(f: F) -> Self
+    where
+        T: StdError + 'static,
+        F: Fn(&T) -> bool + Send + Sync + 'static,
+    {
+        Self::predicate(move |e| e.downcast_ref::<T>().is_some_and(&f))
+    }
+
     /// The union of two sets.
     pub fn or(mut self, other: ErrorSet) -> Self {
         self.matchers.extend(other.matchers);
