@@ -329,7 +329,8 @@ impl Server {
     /// plus the time cancelled handlers take to unwind, which is bounded by
     /// another `grace` (a handler stuck in a non-runtime call cannot be
     /// cancelled; it is logged and left running). A zero `grace` cancels
-    /// every handler at once.
+    /// every handler at once. Don't call it from one of the server's own
+    /// handlers: that handler would wait for itself and then be cancelled.
     pub fn stop(mut self, grace: Duration) -> usize {
         self.stop_accepting();
         if self.wait_idle(Deadline::after(grace)) {
