@@ -337,16 +337,18 @@ impl Selector {
     pub fn add_io_timer(&self, io: &IoData, timeout: Duration) {
         let id = io.fd as usize % self.vec.len();
         // info!("io timeout = {:?}", dur);
-        let gen = match io.next_gen.fetch_add(1, Ordering::Relaxed) {
-            0 => io.next_gen.fetch_add(1, Ordering::Relaxed), // 0 means "none"
-            g => g,
-        };
-        let data = TimerData {
-            event_data: (*io).clone(),
-            gen,
-        };
         let (old, b_new) = {
             let mut slot = io.timer.lock();
+            // written only here, under the slot lock: no read-modify-write
+            let gen = match io.next_gen.load(Ordering::Relaxed).wrapping_add(1) {
+                0 => 1, // 0 means "none"
+                g => g,
+            };
+            io.next_gen.store(gen, Ordering::Relaxed);
+            let data = TimerData {
+                event_data: (*io).clone(),
+                gen,
+            };
             // pushing is safe from any thread (multi-producer list)
             let (h, b_new) = self.vec[id].timer_list.add_timer(timeout, data);
             io.timer_gen.store(gen, Ordering::Relaxed);

@@ -155,7 +155,7 @@ pub struct EventData {
     // generation of the armed wait, 0 when none; written under `timer`
     #[cfg(feature = "io_timeout")]
     pub(crate) timer_gen: AtomicUsize,
-    // source of generations
+    // the last generation given out; written under `timer`
     #[cfg(feature = "io_timeout")]
     pub(crate) next_gen: AtomicUsize,
     pub co: AtomicOption<CoroutineImpl>,
@@ -194,8 +194,12 @@ impl EventData {
             let (h, fired) = {
                 let mut slot = self.timer.lock();
                 self.timer_gen.store(0, Ordering::Relaxed);
-                let fired = self.io_flag.fetch_and(!IO_TIMED_OUT, Ordering::AcqRel) & IO_TIMED_OUT;
-                (slot.take(), fired != 0)
+                // the bit is set only under this lock, so a plain load sees it
+                let fired = self.io_flag.load(Ordering::Acquire) & IO_TIMED_OUT != 0;
+                if fired {
+                    self.io_flag.fetch_and(!IO_TIMED_OUT, Ordering::AcqRel);
+                }
+                (slot.take(), fired)
             };
             if let Some(h) = h {
                 get_scheduler().get_selector().del_io_timer(self.fd, h);

@@ -29,6 +29,7 @@ impl EventSource for RawIoBlock<'_> {
         // another thread may resume `co` as soon as it is stored, and the
         // coroutine may then move or drop what `self` borrows (a finished
         // connect moves its IoData into the new stream): own the event data
+        // (handed on to the cancel hook below, which upstream cloned anyway)
         let io_data = Arc::clone(&self.io_data);
         io_data.co.store(co);
         // there is event, re-run the coroutine
@@ -41,7 +42,7 @@ impl EventSource for RawIoBlock<'_> {
         {
             let cancel = handle.get_cancel();
             // register the cancel io data
-            cancel.set_io(io_data.clone());
+            cancel.set_io(io_data);
             // re-check the cancel status
             if cancel.is_canceled() {
                 unsafe { cancel.cancel() };

@@ -73,6 +73,7 @@ impl EventSource for SocketRead<'_> {
         // another thread may resume `co` as soon as it is stored, and the
         // coroutine may then move or drop what `self` borrows (a finished
         // connect moves its IoData into the new stream): own the event data
+        // (handed on to the cancel hook below, which upstream cloned anyway)
         let io_data = Arc::clone(&self.io_data);
 
         #[cfg(feature = "io_timeout")]
@@ -97,7 +98,7 @@ impl EventSource for SocketRead<'_> {
         #[cfg(feature = "io_cancel")]
         {
             // register the cancel io data
-            cancel.set_io(io_data.clone());
+            cancel.set_io(io_data);
             // re-check the cancel status
             if cancel.is_canceled() {
                 unsafe { cancel.cancel() };

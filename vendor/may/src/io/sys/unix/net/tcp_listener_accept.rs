@@ -66,6 +66,7 @@ impl EventSource for TcpListenerAccept<'_> {
         // another thread may resume `co` as soon as it is stored, and the
         // coroutine may then move or drop what `self` borrows (a finished
         // connect moves its IoData into the new stream): own the event data
+        // (handed on to the cancel hook below, which upstream cloned anyway)
         let io_data = Arc::clone(&self.io_data);
         // if there is no timer we don't need to call add_io_timer
         io_data.co.store(co);
@@ -79,7 +80,7 @@ impl EventSource for TcpListenerAccept<'_> {
         #[cfg(feature = "io_cancel")]
         {
             // register the cancel io data
-            cancel.set_io(io_data.clone());
+            cancel.set_io(io_data);
             // re-check the cancel status
             if cancel.is_canceled() {
                 unsafe { cancel.cancel() };
