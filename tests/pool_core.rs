@@ -353,7 +353,8 @@ fn a_panicking_connect_is_a_failed_attempt_not_a_lost_slot() {
         "{e}"
     );
     p.manager().panic.store(false, Ordering::SeqCst);
-    p.wait_ready(LONG).unwrap();
+    p.wait_ready(LONG)
+        .unwrap_or_else(|e| panic!("{e}: {:?}", p.state()));
     assert_eq!(p.state().open, 2);
 }
 
