@@ -55,6 +55,8 @@ pub(crate) struct Config {
     pub validate_after: Option<Duration>,
     pub idle_timeout: Option<Duration>,
     pub max_lifetime: Option<Duration>,
+    /// Injected spawn failures (tests).
+    pub spawn_faults: Option<crate::testing::SpawnFaults>,
 }
 
 impl Default for Config {
@@ -74,6 +76,7 @@ impl Default for Config {
             validate_after: Some(DEFAULT_VALIDATE_AFTER),
             idle_timeout: None,
             max_lifetime: None,
+            spawn_faults: None,
         }
     }
 }
@@ -303,6 +306,16 @@ impl<M: Manager> Builder<M> {
     /// Must not be zero.
     pub fn max_lifetime(mut self, lifetime: Duration) -> Self {
         self.cfg.max_lifetime = Some(lifetime);
+        self
+    }
+
+    /// For tests: make the pool's green-thread spawns fail when `faults`
+    /// says so, to prove that a runtime at its limit costs no slot. A failed
+    /// spawn is handled as a real one: a connector that cannot start gives
+    /// its slot back for maintenance to reopen, a health check that cannot
+    /// start counts as failed.
+    pub fn spawn_faults(mut self, faults: crate::testing::SpawnFaults) -> Self {
+        self.cfg.spawn_faults = Some(faults);
         self
     }
 

@@ -307,6 +307,9 @@ impl<M: Manager> Task<M> {
         deadline: Option<Instant>,
         body: impl FnOnce(Task<M>) + Send + 'static,
     ) -> std::io::Result<u64> {
+        if shared.cfg.spawn_faults.as_ref().is_some_and(|f| f.take()) {
+            return Err(std::io::Error::other("injected green-thread spawn failure"));
+        }
         let id = shared.next_task.fetch_add(1, Ordering::Relaxed);
         shared.lock().running.insert(
             id,
