@@ -358,7 +358,6 @@ fn env_or(name: &str, default: u64) -> u64 {
 
 #[test]
 fn pool_invariants_hold_under_random_operations_and_faults() {
-    common::runtime_from_env();
     // Start the runtime (and its descriptors) before the first fd baseline.
     drop(TestServer::start().unwrap());
     let cases = env_or("GREENPOOL_PROPTEST_CASES", 60);

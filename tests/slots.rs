@@ -4,7 +4,7 @@
 //! keep their deadline and their place in line; a failing server is retried
 //! with a backoff that remembers.
 //!
-//! `GREENPOOL_TEST_WORKERS=n` runs these on `n` runtime workers.
+//! `GREENPOOL_WORKERS=n` runs these on `n` runtime workers.
 
 mod common;
 
@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant};
 
-use common::{runtime_from_env, wait_until, Mock};
+use common::{wait_until, Mock};
 use greenpool::runtime::{self, spawn};
 use greenpool::testing::SpawnFaults;
 use greenpool::{Builder, ConnectionPool, Error, Retry};
@@ -21,7 +21,6 @@ use greenpool::{Builder, ConnectionPool, Error, Retry};
 const LONG: Duration = Duration::from_secs(10);
 
 fn builder(size: usize) -> Builder<Mock> {
-    runtime_from_env();
     ConnectionPool::builder()
         .size(size)
         .checkout_timeout(LONG)
@@ -392,7 +391,6 @@ fn failed_spawns_return_errors_and_lose_no_slot_for_good() {
 
 #[test]
 fn extreme_settings_are_clamped_or_rejected() {
-    runtime_from_env();
     let e = ConnectionPool::builder()
         .size(usize::MAX)
         .build(Mock::default())
@@ -421,7 +419,6 @@ fn extreme_settings_are_clamped_or_rejected() {
 
 #[test]
 fn retry_survives_extreme_intervals_and_factors() {
-    runtime_from_env();
     let calls = Arc::new(AtomicU64::new(0));
     let fail_twice = {
         let calls = calls.clone();

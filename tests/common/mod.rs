@@ -165,19 +165,6 @@ impl Mock {
     }
 }
 
-/// Apply `GREENPOOL_TEST_WORKERS` (the number of runtime worker threads) if
-/// it is set, before the runtime starts; call it first in a test. Without
-/// it the runtime's default is used. The first configuration in a test
-/// binary wins.
-pub fn runtime_from_env() {
-    if let Some(n) = std::env::var("GREENPOOL_TEST_WORKERS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-    {
-        let _ = greenpool::runtime::config::Config::new().workers(n).apply();
-    }
-}
-
 /// Run `request` from `workers` green threads in a loop while `fault` runs on
 /// the calling thread; returns (requests that succeeded, requests that failed).
 pub fn under_load<M, E, R, F>(
