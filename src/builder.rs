@@ -273,10 +273,9 @@ impl<M: Manager> Builder<M> {
     /// when it has been idle at least `idle` (default
     /// [`DEFAULT_VALIDATE_AFTER`]); a connection that fails is discarded and
     /// the caller gets another, within the same checkout deadline and keeping
-    /// its place in line. `Duration::ZERO` validates on every checkout. A
-    /// connection never handed out since it was opened is validated only
-    /// once it has been idle for at least 1 s (a connection that was just
-    /// opened is not validated).
+    /// its place in line. `Duration::ZERO` validates on every checkout of an
+    /// idle connection; a connection handed straight from its connect to a
+    /// waiting caller is not validated (it was just opened).
     ///
     /// Idle times (here, for keepalive and for the idle timeout) are measured
     /// on the pool's coarse clock, so that a checkout reads no system clock.

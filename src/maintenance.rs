@@ -155,17 +155,15 @@ fn sweep<M: Manager>(shared: &Arc<Shared<M>>) {
 }
 
 /// True if `conn` has been idle long enough to be validated before use. A
-/// connection never handed out since it was opened is not validated unless
-/// it has sat idle for a while (the longer of `validate_after` and 1 s).
+/// connection handed straight from its connect to a waiting caller is not
+/// validated: it was just opened.
 pub(crate) fn needs_validation<M: Manager>(shared: &Shared<M>, conn: &Conn<M::Connection>) -> bool {
-    shared.cfg.validate_after.is_some_and(|t| {
-        let t = if conn.fresh { t.max(FRESH) } else { t };
-        shared.clock.now().since(conn.last_ok) >= t
-    })
+    !conn.fresh
+        && shared
+            .cfg
+            .validate_after
+            .is_some_and(|t| shared.clock.now().since(conn.last_ok) >= t)
 }
-
-/// How long a just-opened connection counts as fresh (not validated).
-const FRESH: Duration = Duration::from_secs(1);
 
 /// Validate a checked-out connection within the health-check timeout and the
 /// caller's deadline. On failure it is discarded (and replaced) and the

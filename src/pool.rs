@@ -94,8 +94,8 @@ pub(crate) struct Conn<C> {
     /// When the connection reaches its maximum lifetime, with jitter (coarse
     /// clock).
     pub expires: Option<Millis>,
-    /// Never handed out yet: a connection that was just opened is not
-    /// validated.
+    /// Handed straight from its connect to a waiting caller, never idle: a
+    /// connection that was just opened is not validated.
     pub fresh: bool,
     /// The slot's memory while the connection is idle (a token carries it
     /// otherwise).
@@ -219,6 +219,8 @@ impl<M: Manager> PoolState<M> {
             }
             None => {
                 conn.memory = Some(slot.memory);
+                // Once idle, even a new connection is validated as usual.
+                conn.fresh = false;
                 self.idle.push_back(conn);
                 Delivered::Idle(slot)
             }
