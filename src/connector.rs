@@ -51,9 +51,12 @@ fn run<M: Manager>(task: &Task<M>, mut slot: Slot<M>) {
                 "pool {}: next connect attempt in {delay:?}",
                 shared.cfg.name
             );
-            // Sleep, but wake at once if the pool closes.
-            shared.close_flag.wait_timeout(delay);
-            greenpool_runtime::yield_now();
+            // close() cancels this sleep. (Not a timed wait on a shared
+            // SyncFlag: may 0.3.51's SyncFlag::wait_timeout leaves each
+            // timed-out waiter's blocker queued and counts the flag down, and
+            // with several connectors waiting at once a connector was seen
+            // never to wake.)
+            greenpool_runtime::sleep(delay);
             if shared.is_closed() {
                 return;
             }

@@ -16,9 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, TryLockError};
 use std::time::{Duration, Instant};
 
-use greenpool_runtime::sync::{
-    AtomicOption, Blocker, Mutex, MutexGuard, ParkError, Semaphore, SyncFlag,
-};
+use greenpool_runtime::sync::{AtomicOption, Blocker, Mutex, MutexGuard, ParkError, Semaphore};
 use greenpool_runtime::{Deadline, JoinHandle, Wait};
 
 use crate::builder::{Builder, Config};
@@ -272,8 +270,6 @@ pub(crate) struct Shared<M: Manager> {
     pub cfg: Config,
     state: Mutex<PoolState<M>>,
     closed: AtomicBool,
-    /// Fired on close: wakes background tasks out of their sleeps.
-    pub close_flag: SyncFlag,
     /// Wakes the maintenance green thread early: on close, and when its tick
     /// must change (a keepalive interval was learnt from the server).
     pub maintenance_kick: Semaphore,
@@ -444,7 +440,6 @@ impl<M: Manager> ConnectionPool<M> {
                 running: HashMap::new(),
             }),
             closed: AtomicBool::new(false),
-            close_flag: SyncFlag::new(),
             maintenance_kick: Semaphore::new(0),
             watcher_kick: Semaphore::new(0),
             has_watcher: AtomicBool::new(false),
@@ -995,7 +990,6 @@ impl<M: Manager> Shared<M> {
             idle.len(),
             waiters.len()
         );
-        self.close_flag.fire();
         self.maintenance_kick.post();
         self.watcher_kick.post();
         for b in ready {
