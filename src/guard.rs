@@ -18,8 +18,16 @@ use crate::stats::DiscardReason;
 /// it is to be discarded: [`discard`](Self::discard) was called, a `Result`
 /// passed through [`check`](Self::check) was an `Err` in the pool's
 /// [`ErrorSet`](crate::ErrorSet), [`Manager::has_broken`] says so, or the
-/// guard is dropped while its thread panics. A discarded connection is closed
-/// and a replacement is opened in the background.
+/// guard is dropped by an unwind (a panic or a cancellation). A discarded
+/// connection is closed and a replacement is opened in the background.
+///
+/// [`ConnectionPool::with`](crate::ConnectionPool::with) knows exactly when
+/// its closure unwound. A guard from [`get`](crate::ConnectionPool::get) can
+/// only ask `std::thread::panicking()`, which is per OS thread: while another
+/// green thread on the same worker is unwinding and blocked in a destructor,
+/// a healthy connection dropped here is discarded too (a reconnect, never a
+/// connection left mid-request handed out again). Prefer `with` where that
+/// matters.
 ///
 /// The guard owns a reference to the pool, so it can move to another green
 /// thread; a guard that outlives its pool closes the connection when dropped.

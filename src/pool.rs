@@ -473,10 +473,15 @@ impl<M: Manager> ConnectionPool<M> {
     /// Returns an idle connection at once if there is one. Otherwise the
     /// caller blocks — only its green thread, or its OS thread outside the
     /// runtime — in a FIFO queue until a connection is given back or opened,
-    /// or the timeout passes ([`Error::Timeout`], which names the last connect
-    /// error if the pool is failing to connect). A connection idle longer than
+    /// or the timeout passes ([`Error::Timeout`], which says what happened:
+    /// connects failing, with the last error; connects still running;
+    /// validations failing, with the last validation error; or all
+    /// connections in use). A connection idle longer than
     /// [`Builder::validate_after`] is validated first, and a failing one is
-    /// discarded and replaced by the next; the caller never sees it.
+    /// discarded and replaced by the next; the caller never sees it, keeps
+    /// its place in line, and still gets its answer by the deadline. A caller
+    /// on a plain OS thread waits on its own timer, whatever the green
+    /// threads do.
     /// Fails with [`Error::Closed`] once the pool is closed.
     pub fn get(&self) -> Result<PooledConnection<M>, Error> {
         self.get_by(self.shared().cfg.checkout_timeout, true)
@@ -541,7 +546,8 @@ impl<M: Manager> ConnectionPool<M> {
 
     /// Run `f` on a pooled connection and give the connection back, or
     /// discard it if `f` fails with an error in the pool's
-    /// [`ErrorSet`](crate::ErrorSet) or panics (the panic then continues).
+    /// [`ErrorSet`](crate::ErrorSet) or unwinds (a panic or a cancellation of
+    /// this green thread, caught here and then continued).
     ///
     /// Blocks like [`get`](Self::get) first; a checkout failure is converted
     /// into `E` with `From<greenpool::Error>` (provided for `io::Error`).
@@ -568,7 +574,7 @@ impl<M: Manager> ConnectionPool<M> {
     }
 
     /// Wait until all `size` connections are open, e.g. at start-up. Fails
-    /// with [`Error::Timeout`] (carrying the last connect error) if they are
+    /// with [`Error::NotReady`] (carrying the last connect error) if they are
     /// not open within `timeout`, and with [`Error::Closed`] if the pool
     /// closes.
     pub fn wait_ready(&self, timeout: Duration) -> Result<(), Error> {
@@ -593,8 +599,9 @@ impl<M: Manager> ConnectionPool<M> {
     /// Close the pool. Idle connections are closed now; callers waiting in
     /// [`get`](Self::get) and every later `get` fail with [`Error::Closed`];
     /// connections still checked out are closed when their guard drops;
-    /// background tasks stop (a connect attempt in progress is finished and its
-    /// connection closed). Returns without waiting for them. Idempotent; also
+    /// background tasks stop: connects and health checks in progress are
+    /// cancelled (they unwind at their next blocking runtime call, closing
+    /// what they hold). Returns without waiting for them. Idempotent; also
     /// happens when the last handle is dropped.
     pub fn close(&self) {
         self.shared().close()
