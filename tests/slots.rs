@@ -34,6 +34,18 @@ fn use_each_once(p: &ConnectionPool<Mock>) {
     drop(all);
 }
 
+/// A pool from `b` that validates every idle connection it hands out, full,
+/// with each connection used once.
+fn validated_pool(b: Builder<Mock>) -> ConnectionPool<Mock> {
+    let p = b
+        .validate_after(Duration::ZERO)
+        .build(Mock::default())
+        .unwrap();
+    p.wait_ready(LONG).unwrap();
+    use_each_once(&p);
+    p
+}
+
 fn assert_no_slot_lost(p: &ConnectionPool<Mock>) {
     let size = p.size();
     assert!(
@@ -48,12 +60,7 @@ fn assert_no_slot_lost(p: &ConnectionPool<Mock>) {
 
 #[test]
 fn cancelling_a_caller_while_its_connection_is_validated_loses_no_slot() {
-    let p = builder(4)
-        .validate_after(Duration::ZERO)
-        .build(Mock::default())
-        .unwrap();
-    p.wait_ready(LONG).unwrap();
-    use_each_once(&p);
+    let p = validated_pool(builder(4));
     p.manager().check_delay_ms.store(300, Ordering::SeqCst);
     // Four callers cancelled in the middle of validation.
     for _ in 0..4 {
@@ -111,13 +118,7 @@ fn a_check_that_outlives_its_timeout_holds_its_slot_until_it_ends() {
 
 #[test]
 fn get_keeps_its_deadline_when_validation_hangs() {
-    let p = builder(1)
-        .checkout_timeout(Duration::from_millis(300))
-        .validate_after(Duration::ZERO)
-        .build(Mock::default())
-        .unwrap();
-    p.wait_ready(LONG).unwrap();
-    use_each_once(&p);
+    let p = validated_pool(builder(1).checkout_timeout(Duration::from_millis(300)));
     // A server that accepts and never answers.
     p.manager().check_delay_ms.store(60_000, Ordering::SeqCst);
     let t = Instant::now();
@@ -134,14 +135,11 @@ fn get_keeps_its_deadline_and_reconnects_slowly_when_validations_keep_failing() 
     // Every validation fails: each checked connection is discarded, and the
     // replacements fail too. The caller gets its timeout, with the reason,
     // and the pool does not reconnect in a tight loop.
-    let p = builder(2)
-        .checkout_timeout(Duration::from_millis(400))
-        .validate_after(Duration::ZERO)
-        .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200))
-        .build(Mock::default())
-        .unwrap();
-    p.wait_ready(LONG).unwrap();
-    use_each_once(&p);
+    let p = validated_pool(
+        builder(2)
+            .checkout_timeout(Duration::from_millis(400))
+            .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200)),
+    );
     p.manager()
         .fail_validations
         .store(u64::MAX, Ordering::SeqCst);
@@ -177,12 +175,7 @@ fn get_keeps_its_deadline_and_reconnects_slowly_when_validations_keep_failing() 
 
 #[test]
 fn a_caller_whose_connection_failed_validation_keeps_its_place() {
-    let p = builder(1)
-        .validate_after(Duration::ZERO)
-        .build(Mock::default())
-        .unwrap();
-    p.wait_ready(LONG).unwrap();
-    use_each_once(&p);
+    let p = validated_pool(builder(1));
     let m = p.manager();
     m.check_delay_ms.store(200, Ordering::SeqCst);
     m.fail_validations.store(1, Ordering::SeqCst);
@@ -281,17 +274,11 @@ fn one_slow_keepalive_does_not_stall_the_others_or_the_clock() {
     );
 }
 
-#[test]
-fn a_caller_on_an_os_thread_times_out_on_its_own_timer() {
-    let p = builder(1)
-        .checkout_timeout(Duration::from_millis(300))
-        .build(Mock::default())
-        .unwrap();
-    p.wait_ready(LONG).unwrap();
-    let held = p.get().unwrap();
+/// Run `f` while four green threads do nothing but yield: they keep the
+/// runtime's global queue (and everything spawned or woken from an OS
+/// thread) waiting.
+fn with_busy_green_threads<T>(f: impl FnOnce() -> T) -> T {
     let stop = Arc::new(AtomicBool::new(false));
-    // Green threads that only yield keep the runtime's global queue (and
-    // everything woken from it) waiting.
     let busy: Vec<_> = (0..4)
         .map(|_| {
             let stop = stop.clone();
@@ -302,16 +289,46 @@ fn a_caller_on_an_os_thread_times_out_on_its_own_timer() {
             })
         })
         .collect();
-    let t = Instant::now();
-    let e = p.get().map(|_| ()).unwrap_err();
-    let took = t.elapsed();
+    let r = f();
     stop.store(true, Ordering::SeqCst);
     for b in busy {
         b.join().unwrap();
     }
+    r
+}
+
+#[test]
+fn a_caller_on_an_os_thread_times_out_on_its_own_timer() {
+    let p = builder(1)
+        .checkout_timeout(Duration::from_millis(300))
+        .build(Mock::default())
+        .unwrap();
+    p.wait_ready(LONG).unwrap();
+    let held = p.get().unwrap();
+    let (took, r) = with_busy_green_threads(|| {
+        let t = Instant::now();
+        let r = p.get().map(|_| ());
+        (t.elapsed(), r)
+    });
+    let e = r.unwrap_err();
     assert!(e.is_timeout(), "{e}");
     assert!(took < Duration::from_millis(1500), "{took:?}");
     drop(held);
+}
+
+#[test]
+fn a_validation_from_an_os_thread_returns_by_the_deadline() {
+    let p = validated_pool(builder(1).checkout_timeout(Duration::from_millis(300)));
+    let (took, r) = with_busy_green_threads(|| {
+        let t = Instant::now();
+        let r = p.get().map(|_| ());
+        (t.elapsed(), r)
+    });
+    // Validated in time, or a timeout that says so: never a hang.
+    if let Err(e) = r {
+        assert!(e.is_timeout(), "{e}");
+    }
+    assert!(took < Duration::from_millis(1500), "{took:?}");
 }
 
 #[test]
@@ -372,13 +389,7 @@ fn a_panicking_display_of_a_manager_error_kills_nothing() {
 #[test]
 fn failed_spawns_return_errors_and_lose_no_slot_for_good() {
     let faults = SpawnFaults::new();
-    let p = builder(3)
-        .validate_after(Duration::ZERO)
-        .spawn_faults(faults.clone())
-        .build(Mock::default())
-        .unwrap();
-    p.wait_ready(LONG).unwrap();
-    use_each_once(&p);
+    let p = validated_pool(builder(3).spawn_faults(faults.clone()));
     // Validations and replacements cannot start.
     faults.fail_next(5);
     for _ in 0..3 {
