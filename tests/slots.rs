@@ -332,35 +332,6 @@ fn a_validation_from_an_os_thread_returns_by_the_deadline() {
 }
 
 #[test]
-fn another_green_threads_unwind_does_not_discard_a_healthy_connection() {
-    let p = builder(2).build(Mock::default()).unwrap();
-    p.wait_ready(LONG).unwrap();
-    struct SlowDrop;
-    impl Drop for SlowDrop {
-        fn drop(&mut self) {
-            // A destructor that blocks mid-unwind: other green threads run
-            // on this OS thread meanwhile, which is "panicking".
-            runtime::sleep(Duration::from_millis(300));
-        }
-    }
-    let unwinding = spawn(|| {
-        let _d = SlowDrop;
-        panic!("injected panic with a slow destructor");
-    });
-    let mut ok = 0;
-    let t = Instant::now();
-    while t.elapsed() < Duration::from_millis(250) {
-        let p = p.clone();
-        let r: io::Result<()> = spawn(move || p.with(|_| Ok(()))).join().unwrap();
-        r.unwrap();
-        ok += 1;
-    }
-    assert!(unwinding.join().is_err());
-    assert!(ok > 0);
-    assert_eq!(p.state().counters.discarded.panic, 0, "{:?}", p.state());
-}
-
-#[test]
 fn a_panicking_display_of_a_manager_error_kills_nothing() {
     let m = Mock::default();
     m.panicky_display.store(true, Ordering::SeqCst);
