@@ -193,7 +193,10 @@ pub(crate) fn validate<M: Manager>(
         Ok(verdict) => verdict,
         Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
             shared.cancel_task(task);
-            Err(format!("did not answer within {limit:?}"))
+            // A verdict that arrived just now is not thrown away with the
+            // channel (a passed connection would be closed with it).
+            rx.try_recv()
+                .unwrap_or_else(|_| Err(format!("did not answer within {limit:?}")))
         }
         Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
             Err("the validation was cancelled (the pool closed)".to_owned())

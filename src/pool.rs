@@ -526,6 +526,11 @@ impl<M: Manager> ConnectionPool<M> {
                 return Ok(PooledConnection::new(Arc::clone(shared), held));
             }
             let a = attempt.get_or_insert_with(|| Attempt::new(timeout));
+            if a.deadline.is_expired() {
+                // No time left to validate: the connection goes back unchecked.
+                shared.give_back_unchecked(held);
+                return Err(shared.timeout_error(&mut shared.lock(), a));
+            }
             match maintenance::validate(shared, held, a.deadline) {
                 Ok(held) => return Ok(PooledConnection::new(Arc::clone(shared), held)),
                 Err(e) => {
@@ -535,9 +540,7 @@ impl<M: Manager> ConnectionPool<M> {
                     a.last_validation_error = Some(e);
                     a.front = true;
                     if a.deadline.is_expired() {
-                        let mut st = shared.lock();
-                        st.counters.checkout_timeouts += 1;
-                        return Err(shared.timeout_error(&st, a));
+                        return Err(shared.timeout_error(&mut shared.lock(), a));
                     }
                 }
             }
@@ -713,8 +716,7 @@ impl<M: Manager> Shared<M> {
             return Ok(held);
         }
         if deadline.is_expired() {
-            st.counters.checkout_timeouts += 1;
-            return Err(self.timeout_error(&st, a));
+            return Err(self.timeout_error(&mut st, a));
         }
         // A runtime timer per wait is expensive in may (each cancelled timer
         // wakes its timer thread), so waits with the pool's own timeout are
@@ -804,14 +806,13 @@ impl<M: Manager> Shared<M> {
         match held {
             Some(held) => Ok(held),
             None if self.is_closed() => Err(Error::Closed),
-            None => {
-                st.counters.checkout_timeouts += 1;
-                Err(self.timeout_error(&st, a))
-            }
+            None => Err(self.timeout_error(&mut st, a)),
         }
     }
 
-    fn timeout_error(&self, st: &PoolState<M>, a: &Attempt) -> Error {
+    /// Count a checkout that timed out and say what happened.
+    fn timeout_error(&self, st: &mut PoolState<M>, a: &Attempt) -> Error {
+        st.counters.checkout_timeouts += 1;
         Error::Timeout {
             waited: a.start.elapsed(),
             size: self.cfg.size,
