@@ -97,6 +97,8 @@ fn zero_timeout_and_try_get_do_not_wait() {
         e.to_string().contains("all 1 of 1 connections in use"),
         "{e}"
     );
+    // A try_get that found nothing idle is a timeout too.
+    assert_eq!(p.state().counters.checkout_timeouts, 3);
     drop(held);
     assert!(p.try_get().is_ok());
 }
