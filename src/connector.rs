@@ -32,10 +32,7 @@ pub(crate) fn spawn<M: Manager>(shared: &Arc<Shared<M>>, memory: Memory) {
     });
     if let Err(e) = spawned {
         shared.lock().connecting -= 1;
-        log::error!(
-            "pool {}: cannot start a connector green thread: {e}; maintenance retries",
-            shared.cfg.name
-        );
+        shared.spawn_failed("connector", &e, "maintenance retries");
     }
 }
 

@@ -238,10 +238,7 @@ fn spawn_check<M: Manager>(
     match spawned {
         Ok(task) => Some(task),
         Err(e) => {
-            log::error!(
-                "pool {}: cannot start a {role} green thread: {e}; discarding the connection",
-                shared.cfg.name
-            );
+            shared.spawn_failed(role, &e, "discarding the connection");
             None
         }
     }
@@ -268,7 +265,9 @@ fn run_check<M: Manager>(task: &Task<M>, mut held: Held<M>, what: Check, reply: 
             shared.cfg.health_check_timeout
         );
         if !shared.is_closed() {
-            log::info!("pool {name}: connection #{id} {why}; replacing it");
+            // Per connection: debug. The pool-wide picture (connections that
+            // never work) goes through the rate-limited connect health.
+            log::debug!("pool {name}: connection #{id} {why}; replacing it");
         }
         drop(held);
         if let Some(tx) = reply {
@@ -301,7 +300,7 @@ fn run_check<M: Manager>(task: &Task<M>, mut held: Held<M>, what: Check, reply: 
             }
         },
         Err(e) => {
-            log::info!("pool {name}: connection #{id} failed {what_name}: {e}; replacing it");
+            log::debug!("pool {name}: connection #{id} failed {what_name}: {e}; replacing it");
             shared.discard(held);
             if let Some(tx) = reply {
                 let _ = tx.send(Err(e));

@@ -81,6 +81,9 @@ impl<M: Manager> Drop for Handle<M> {
     }
 }
 
+/// How often a pool that cannot start green threads says so.
+const SPAWN_FAILURE_LOG_EVERY: Duration = Duration::from_secs(10);
+
 /// A pooled connection with the bookkeeping the pool needs.
 pub(crate) struct Conn<C> {
     pub raw: C,
@@ -280,6 +283,8 @@ pub(crate) struct Shared<M: Manager> {
     pub has_watcher: AtomicBool,
     next_id: AtomicU64,
     next_task: AtomicU64,
+    /// When a failed spawn was last logged (coarse clock; 0: never).
+    last_spawn_failure_log: AtomicU64,
     pub clock: CoarseClock,
     /// Background green threads alive (connectors, maintenance, health checks).
     tasks: AtomicUsize,
@@ -369,6 +374,29 @@ impl<M: Manager> Shared<M> {
         }
     }
 
+    /// Log a green thread that could not be started: the first time, then at
+    /// most once every [`SPAWN_FAILURE_LOG_EVERY`] (maintenance retries every
+    /// tick, and a runtime at its limit stays there a while).
+    pub fn spawn_failed(&self, role: &str, e: &std::io::Error, then: &str) {
+        let now = self.clock.refresh();
+        let last = Millis::from_raw(self.last_spawn_failure_log.load(Ordering::Relaxed));
+        let first = last == Millis::from_raw(0);
+        if first || now.since(last) >= SPAWN_FAILURE_LOG_EVERY {
+            self.last_spawn_failure_log
+                .store(now.raw().max(1), Ordering::Relaxed);
+            log::error!(
+                "pool {}: cannot start a {role} green thread: {e}; {then} (logged at most \
+                 every {SPAWN_FAILURE_LOG_EVERY:?})",
+                self.cfg.name
+            );
+        } else {
+            log::debug!(
+                "pool {}: cannot start a {role} green thread: {e}",
+                self.cfg.name
+            );
+        }
+    }
+
     /// Cancel background task `id`, if it still runs.
     pub fn cancel_task(&self, id: u64) {
         let mut st = self.lock();
@@ -445,6 +473,7 @@ impl<M: Manager> ConnectionPool<M> {
             has_watcher: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
             next_task: AtomicU64::new(1),
+            last_spawn_failure_log: AtomicU64::new(0),
             clock: CoarseClock::new(),
             tasks: AtomicUsize::new(0),
             cfg,
