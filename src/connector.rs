@@ -233,7 +233,7 @@ impl ConnectHealth {
             HealthReport::new(
                 log::Level::Warn,
                 format!(
-                    "pool {name}: cannot open a working connection: {}; retrying with backoff",
+                    "pool {name}: cannot open a connection: {}; retrying with backoff",
                     describe(&*error)
                 ),
             )
