@@ -56,14 +56,18 @@ enum Op {
     Cancel(u8),
     /// The next this many spawns of the pool's green threads fail.
     SpawnFails(u8),
+    /// The server stops answering (true: requests, and so validations and
+    /// keepalives, hang until their timeouts) or answers again (false).
+    Stall(bool),
 }
 
 impl Arbitrary for Op {
     fn arbitrary(g: &mut Gen) -> Self {
         let i = usize::arbitrary(g);
-        match u8::arbitrary(g) % 23 {
+        match u8::arbitrary(g) % 24 {
             20 | 21 => Op::Cancel(u8::arbitrary(g) % 60),
             22 => Op::SpawnFails(u8::arbitrary(g) % 4),
+            23 => Op::Stall(bool::arbitrary(g)),
             0..=4 => Op::Get,
             5..=7 => Op::Return(i),
             8 => Op::Discard(i),
@@ -259,6 +263,7 @@ fn run_case(ops: &[Op]) -> Result<(), String> {
                 }
             }
             Op::SpawnFails(n) => faults.fail_next(u64::from(n)),
+            Op::Stall(on) => server.set_stall(on),
         }
         let s = pool.state();
         ensure!(
@@ -302,6 +307,7 @@ fn run_case(ops: &[Op]) -> Result<(), String> {
     if !closed {
         pool.manager().fail.store(false, Ordering::SeqCst);
         server.set_idle_close(None);
+        server.set_stall(false);
         let limit = BACKOFF_MAX + Duration::from_millis(900);
         if let Err(e) = pool.wait_ready(limit) {
             return Err(format!(
