@@ -317,7 +317,9 @@ fn run_case(ops: &[Op]) -> Result<(), String> {
         }
     }
 
-    // Close and drop: nothing outlives the pool.
+    // Close and drop: nothing outlives the pool. (A stalled server does not
+    // notice a client's close until it answers again.)
+    server.set_stall(false);
     drop(held);
     pool.close();
     let deadline = Instant::now() + Duration::from_secs(10);
