@@ -23,6 +23,17 @@ pub const DEFAULT_HEALTH_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default idle time after which a connection is validated before it is
 /// handed out: 5 s (see [`Builder::validate_after`]).
 pub const DEFAULT_VALIDATE_AFTER: Duration = Duration::from_secs(5);
+/// Default limit on one connect (`Manager::new_connection`, plus
+/// `Manager::server_idle_timeout` on the first connection): 10 s. A connect
+/// that takes longer is cancelled and counts as a failed attempt.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest pool [`Builder::size`] accepted: 10,000. Every slot may need a
+/// green thread of its own (a connector or a health check), and the runtime
+/// holds about 31,000 at once.
+pub const MAX_SIZE: usize = 10_000;
+/// Longest duration any setting accepts: one year. Longer values (up to
+/// `Duration::MAX`) are clamped to it, so no deadline arithmetic can overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 /// Fraction of a server-reported idle timeout used as the keepalive interval.
 pub(crate) const SERVER_IDLE_MARGIN: f64 = 0.5;
 
@@ -40,9 +51,12 @@ pub(crate) struct Config {
     /// Ask the manager for the server's idle timeout when `keepalive` is unset.
     pub learn_keepalive: bool,
     pub health_check_timeout: Duration,
+    pub connect_timeout: Duration,
     pub validate_after: Option<Duration>,
     pub idle_timeout: Option<Duration>,
     pub max_lifetime: Option<Duration>,
+    /// Injected spawn failures (tests).
+    pub spawn_faults: Option<crate::testing::SpawnFaults>,
 }
 
 impl Default for Config {
@@ -58,9 +72,11 @@ impl Default for Config {
             keepalive: None,
             learn_keepalive: true,
             health_check_timeout: DEFAULT_HEALTH_CHECK_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             validate_after: Some(DEFAULT_VALIDATE_AFTER),
             idle_timeout: None,
             max_lifetime: None,
+            spawn_faults: None,
         }
     }
 }
@@ -69,9 +85,17 @@ impl Default for Config {
 /// [`ConnectionPool::builder`].
 ///
 /// [`build`](Builder::build) checks the settings and rejects a configuration
-/// that would make a broken pool (a size of 0, a zero timeout or interval, a
-/// backoff whose minimum exceeds its maximum) with a [`BuildError`] saying
-/// which setting is wrong.
+/// that would make a broken pool (a size of 0 or above [`MAX_SIZE`], a zero
+/// timeout or interval, a backoff whose minimum exceeds its maximum) with a
+/// [`BuildError`] saying which setting is wrong. Durations longer than
+/// [`MAX_DURATION`] (one year, e.g. `Duration::MAX`) are clamped to it.
+///
+/// Defaults: size [`DEFAULT_SIZE`]; checkout timeout
+/// [`DEFAULT_CHECKOUT_TIMEOUT`]; connect timeout [`DEFAULT_CONNECT_TIMEOUT`];
+/// health-check timeout [`DEFAULT_HEALTH_CHECK_TIMEOUT`]; validation after
+/// [`DEFAULT_VALIDATE_AFTER`] idle; reconnect backoff
+/// [`DEFAULT_BACKOFF_MIN`]..[`DEFAULT_BACKOFF_MAX`]; no keepalive unless
+/// learnt from the server; no idle timeout; no maximum lifetime.
 ///
 /// ```
 /// use greenpool::{ConnectionPool, ErrorSet, Manager};
@@ -232,10 +256,26 @@ impl<M: Manager> Builder<M> {
         self
     }
 
+    /// Longest a connect may take: [`Manager::new_connection`] and, on the
+    /// first connection, [`Manager::server_idle_timeout`] (default
+    /// [`DEFAULT_CONNECT_TIMEOUT`]). A slower connect is cancelled (it
+    /// unwinds at its next blocking runtime call; one stuck outside the
+    /// runtime, e.g. in `std::thread::sleep`, only when that returns) and
+    /// counts as a failed attempt, retried with backoff. Enforced by the
+    /// maintenance green thread, so to within its tick (a quarter of the
+    /// shortest interval, at most 1 s). Must not be zero.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.cfg.connect_timeout = timeout;
+        self
+    }
+
     /// Validate a connection with [`Manager::validate`] before handing it out
     /// when it has been idle at least `idle` (default
     /// [`DEFAULT_VALIDATE_AFTER`]); a connection that fails is discarded and
-    /// the caller gets another. `Duration::ZERO` validates on every checkout.
+    /// the caller gets another, within the same checkout deadline and keeping
+    /// its place in line. `Duration::ZERO` validates on every checkout of an
+    /// idle connection; a connection handed straight from its connect to a
+    /// waiting caller is not validated (it was just opened).
     ///
     /// Idle times (here, for keepalive and for the idle timeout) are measured
     /// on the pool's coarse clock, so that a checkout reads no system clock.
@@ -268,12 +308,48 @@ impl<M: Manager> Builder<M> {
         self
     }
 
+    /// For tests: make the pool's green-thread spawns fail when `faults`
+    /// says so, to prove that a runtime at its limit costs no slot. A failed
+    /// spawn is handled as a real one: a connector that cannot start gives
+    /// its slot back for maintenance to reopen, a health check that cannot
+    /// start counts as failed.
+    pub fn spawn_faults(mut self, faults: crate::testing::SpawnFaults) -> Self {
+        self.cfg.spawn_faults = Some(faults);
+        self
+    }
+
     /// Check the settings and start the pool: it returns at once and opens its
     /// connections in the background. Use
     /// [`wait_ready`](ConnectionPool::wait_ready) to wait until they are open.
-    pub fn build(self, manager: M) -> Result<ConnectionPool<M>, BuildError> {
+    pub fn build(mut self, manager: M) -> Result<ConnectionPool<M>, BuildError> {
         self.validate()?;
+        self.clamp();
         Ok(ConnectionPool::start(manager, self.cfg))
+    }
+
+    /// Clamp every duration to [`MAX_DURATION`].
+    fn clamp(&mut self) {
+        let c = &mut self.cfg;
+        for d in [
+            &mut c.backoff_min,
+            &mut c.backoff_max,
+            &mut c.health_check_timeout,
+            &mut c.connect_timeout,
+        ] {
+            *d = (*d).min(MAX_DURATION);
+        }
+        for d in [
+            &mut c.checkout_timeout,
+            &mut c.keepalive,
+            &mut c.validate_after,
+            &mut c.idle_timeout,
+            &mut c.max_lifetime,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            *d = (*d).min(MAX_DURATION);
+        }
     }
 
     fn validate(&self) -> Result<(), BuildError> {
@@ -283,10 +359,18 @@ impl<M: Manager> Builder<M> {
                 "size must be at least 1 (it is the number of connections the pool keeps open)",
             ));
         }
+        if c.size > MAX_SIZE {
+            return Err(BuildError::new(format!(
+                "size {} is above the maximum of {MAX_SIZE} (every slot may need a green \
+                 thread of its own)",
+                c.size
+            )));
+        }
         let nonzero = [
             ("checkout_timeout", c.checkout_timeout),
             ("keepalive interval", c.keepalive),
             ("health_check_timeout", Some(c.health_check_timeout)),
+            ("connect_timeout", Some(c.connect_timeout)),
             ("idle_timeout", c.idle_timeout),
             ("max_lifetime", c.max_lifetime),
         ];

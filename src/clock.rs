@@ -22,6 +22,16 @@ impl Millis {
         )
     }
 
+    /// The raw millisecond count, to keep in an atomic.
+    pub fn raw(self) -> u64 {
+        self.0
+    }
+
+    /// A time from [`raw`](Self::raw).
+    pub fn from_raw(ms: u64) -> Millis {
+        Millis(ms)
+    }
+
     /// How long after `earlier` this is (zero if it is not later).
     pub fn since(self, earlier: Millis) -> Duration {
         Duration::from_millis(self.0.saturating_sub(earlier.0))

@@ -15,36 +15,82 @@ use crate::builder::SERVER_IDLE_MARGIN;
 use crate::error::SharedError;
 use crate::manager::Manager;
 use crate::pool::{Conn, Shared, Task};
+use crate::slot::{Memory, Role, Slot};
 
 /// How often a pool that keeps failing to connect logs a summary.
 const FAILURE_SUMMARY_EVERY: Duration = Duration::from_secs(10);
 
-/// Start a connector for a slot already counted in `connecting`.
-pub(crate) fn spawn<M: Manager>(shared: &Arc<Shared<M>>) {
-    if let Err(e) = Task::spawn(shared, "connector", run) {
-        // Out of memory for a stack: give the slot back rather than lose it
-        // silently; the next discard or maintenance tick tries again.
-        log::error!(
-            "pool {}: cannot start a connector green thread: {e}",
-            shared.cfg.name
-        );
-        shared.connector_exit();
+/// Start a connector for a slot already counted in `connecting`. If no green
+/// thread can be started the slot is given back (uncounted) and maintenance
+/// reopens it on its next tick.
+pub(crate) fn spawn<M: Manager>(shared: &Arc<Shared<M>>, memory: Memory) {
+    // The token is made inside the new green thread: a closure that never
+    // runs (the spawn failed) then owns nothing that could start another.
+    let spawned = Task::spawn(shared, "connector", None, move |task| {
+        let slot = Slot::adopt(&task.shared, Role::Connecting, memory);
+        run(&task, slot)
+    });
+    if let Err(e) = spawned {
+        shared.lock().connecting -= 1;
+        shared.spawn_failed("connector", &e, "maintenance retries");
     }
 }
 
-fn run<M: Manager>(task: Task<M>) {
+fn run<M: Manager>(task: &Task<M>, mut slot: Slot<M>) {
     let shared = &task.shared;
-    let mut backoff = Backoff::new(shared.cfg.backoff_min, shared.cfg.backoff_max);
     loop {
         if shared.is_closed() {
-            return shared.connector_exit();
+            return;
         }
-        let attempt = panic::catch_unwind(AssertUnwindSafe(|| shared.manager.new_connection()));
+        if slot.memory.failures > 0 {
+            let delay = slot.memory.backoff.next_delay();
+            log::debug!(
+                "pool {}: next connect attempt in {delay:?}",
+                shared.cfg.name
+            );
+            // close() cancels this sleep. (Not a timed wait on a shared
+            // SyncFlag: may 0.3.51's SyncFlag::wait_timeout leaves each
+            // timed-out waiter's blocker queued and counts the flag down, and
+            // with several connectors waiting at once a connector was seen
+            // never to wake.)
+            greenpool_runtime::sleep(delay);
+            if shared.is_closed() {
+                return;
+            }
+        }
+        let limit = shared.cfg.connect_timeout;
+        task.set_deadline(deadline_after(limit));
+        let attempt = panic::catch_unwind(AssertUnwindSafe(|| {
+            shared
+                .manager
+                .new_connection()
+                .map(|raw| opened(shared, raw))
+        }));
+        task.set_deadline(None);
+        if task.cancelled() || shared.is_closed() {
+            // Cancelled by close, or by maintenance for taking longer than
+            // the connect timeout. Cancellation is sticky: every later
+            // blocking call would unwind again, so this green thread ends
+            // here and the slot's token starts a fresh connector.
+            if !shared.is_closed() {
+                slot.memory.failures = slot.memory.failures.saturating_add(1);
+                let report = {
+                    let mut st = shared.lock();
+                    st.counters.connect_failures += 1;
+                    st.health
+                        .failure(&shared.cfg.name, Arc::new(ConnectHung(limit)))
+                };
+                report.emit();
+            }
+            return;
+        }
         let error: SharedError = match attempt {
-            Ok(Ok(raw)) => match opened(shared, raw) {
-                Ok(()) => return,
-                Err(e) => e,
-            },
+            Ok(Ok(Ok(raw))) => {
+                let conn = Conn::new(shared, raw);
+                log::debug!("pool {}: opened connection #{}", shared.cfg.name, conn.id);
+                return shared.add_connection(conn, slot);
+            }
+            Ok(Ok(Err(e))) => e,
             Ok(Err(e)) => Arc::new(e),
             Err(payload) => Arc::new(ConnectPanic(
                 greenpool_runtime::panic_message(&*payload)
@@ -52,22 +98,27 @@ fn run<M: Manager>(task: Task<M>) {
                     .to_owned(),
             )),
         };
-        let delay = backoff.next_delay();
+        slot.memory.failures = slot.memory.failures.saturating_add(1);
         let report = {
             let mut st = shared.lock();
             st.counters.connect_failures += 1;
-            st.health.failure(&shared.cfg.name, error, delay)
+            st.health.failure(&shared.cfg.name, error)
         };
         report.emit();
-        // Sleep, but wake at once if the pool closes.
-        shared.close_flag.wait_timeout(delay);
-        greenpool_runtime::yield_now();
     }
 }
 
-/// Finish a new connection and hand it out. Fails if the connection broke
-/// while the pool asked it about the server's idle timeout.
-fn opened<M: Manager>(shared: &Arc<Shared<M>>, mut raw: M::Connection) -> Result<(), SharedError> {
+/// `Instant::now() + d`, or `None` if that is past what an `Instant` holds.
+pub(crate) fn deadline_after(d: Duration) -> Option<Instant> {
+    Instant::now().checked_add(d)
+}
+
+/// Finish a new connection. Fails if the connection broke while the pool
+/// asked it about the server's idle timeout.
+fn opened<M: Manager>(
+    shared: &Arc<Shared<M>>,
+    mut raw: M::Connection,
+) -> Result<M::Connection, SharedError> {
     let learn = {
         let mut st = shared.lock();
         let ask = shared.cfg.keepalive.is_none()
@@ -85,22 +136,25 @@ fn opened<M: Manager>(shared: &Arc<Shared<M>>, mut raw: M::Connection) -> Result
             return Err(Arc::new(BrokenAtStart));
         }
     }
-    let now = shared.clock.refresh();
-    let expires = shared
-        .cfg
-        .max_lifetime
-        .map(|life| now.plus(life.mul_f64(1.0 - 0.1 * unit_random())));
-    let conn = Conn {
-        raw,
-        id: shared.next_id(),
-        created: Instant::now(),
-        last_ok: now,
-        expires,
-    };
-    log::debug!("pool {}: opened connection #{}", shared.cfg.name, conn.id);
-    shared.add_connection(conn);
-    Ok(())
+    Ok(raw)
 }
+
+/// `new_connection` (with `server_idle_timeout`) did not finish in time.
+#[derive(Debug)]
+struct ConnectHung(Duration);
+
+impl std::fmt::Display for ConnectHung {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "new_connection did not finish within the connect timeout of {:?} and was \
+             cancelled (Builder::connect_timeout)",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for ConnectHung {}
 
 /// The new connection broke while the pool asked for the server's idle timeout.
 #[derive(Debug)]
@@ -170,7 +224,7 @@ impl ConnectHealth {
     /// Count a failed attempt. Reports the change from healthy to failing,
     /// then a summary every [`FAILURE_SUMMARY_EVERY`]; single failures go to
     /// `debug`.
-    pub fn failure(&mut self, name: &str, error: SharedError, retry_in: Duration) -> HealthReport {
+    pub fn failure(&mut self, name: &str, error: SharedError) -> HealthReport {
         let now = Instant::now();
         self.failures += 1;
         let report = if self.failures == 1 {
@@ -178,7 +232,10 @@ impl ConnectHealth {
             self.last_summary = Some(now);
             HealthReport::new(
                 log::Level::Warn,
-                format!("pool {name}: cannot open a connection: {error}; retrying with backoff"),
+                format!(
+                    "pool {name}: cannot open a connection: {}; retrying with backoff",
+                    describe(&*error)
+                ),
             )
         } else if self
             .last_summary
@@ -190,14 +247,15 @@ impl ConnectHealth {
                 log::Level::Warn,
                 format!(
                     "pool {name}: still cannot connect: {} failed attempts in {since:.1?}; \
-                     last error: {error}",
-                    self.failures
+                     last error: {}",
+                    self.failures,
+                    describe(&*error)
                 ),
             )
         } else if log::log_enabled!(log::Level::Debug) {
             HealthReport::new(
                 log::Level::Debug,
-                format!("pool {name}: connect failed: {error}; next attempt in {retry_in:?}"),
+                format!("pool {name}: connect failed: {}", describe(&*error)),
             )
         } else {
             HealthReport(None)
@@ -206,14 +264,16 @@ impl ConnectHealth {
         report
     }
 
-    /// Count a successful connect; reports the way back from failing.
-    pub fn success(&mut self, name: &str) -> HealthReport {
+    /// A connection did useful work: the pool is healthy again. Reports the
+    /// way back from failing. (A connect that succeeds is not enough: a
+    /// server that accepts and then resets would look healthy.)
+    pub fn recovered(&mut self, name: &str) -> HealthReport {
         let report = if self.failures > 0 {
             let since = self.failing_since.map(|t| t.elapsed()).unwrap_or_default();
             HealthReport::new(
                 log::Level::Info,
                 format!(
-                    "pool {name}: connected again after {} failed attempts over {since:.1?}",
+                    "pool {name}: connections work again after {} failed attempts over {since:.1?}",
                     self.failures
                 ),
             )
@@ -225,6 +285,17 @@ impl ConnectHealth {
         self.last_error = None;
         report
     }
+}
+
+/// `e.to_string()`, even if the error's `Display` panics: a manager's error
+/// must not kill the green thread that reports it.
+pub(crate) fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+    panic::catch_unwind(AssertUnwindSafe(|| e.to_string())).unwrap_or_else(|p| {
+        format!(
+            "<the error's Display panicked: {}>",
+            greenpool_runtime::panic_message(&*p).unwrap_or("non-string payload")
+        )
+    })
 }
 
 /// A log line decided under the pool lock and written after it is released
@@ -246,7 +317,9 @@ impl HealthReport {
 
 /// Exponential backoff with jitter: the n-th delay is drawn uniformly from
 /// `[d/2, d]` where `d = min(max, min * 2^n)`.
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct Backoff {
+    min: Duration,
     next: Duration,
     max: Duration,
     rng: u64,
@@ -255,15 +328,21 @@ pub(crate) struct Backoff {
 impl Backoff {
     pub fn new(min: Duration, max: Duration) -> Self {
         Backoff {
+            min,
             next: min,
             max,
             rng: seed(),
         }
     }
 
+    /// Start again from the shortest delay.
+    pub fn reset(&mut self) {
+        self.next = self.min;
+    }
+
     pub fn next_delay(&mut self) -> Duration {
         let d = self.next;
-        self.next = (self.next * 2).min(self.max);
+        self.next = self.next.saturating_mul(2).min(self.max);
         let jitter = split_mix(&mut self.rng) as f64 / u64::MAX as f64;
         d.mul_f64(0.5 + 0.5 * jitter).max(Duration::from_millis(1))
     }

@@ -22,7 +22,7 @@ use crate::pool::{Shared, Task};
 
 /// Start the watcher. If it cannot start, waiters fall back to timers.
 pub(crate) fn spawn<M: Manager>(shared: &Arc<Shared<M>>) {
-    match Task::spawn(shared, "deadlines", run) {
+    match Task::spawn(shared, "deadlines", None, run) {
         Ok(_) => shared.has_watcher.store(true, Ordering::Release),
         Err(e) => log::warn!(
             "pool {}: cannot start the checkout deadline watcher ({e}); waiters use \

@@ -26,8 +26,19 @@ pub enum Error {
         /// Open connections when the wait ended (all of them in use).
         open: usize,
         /// The last connect error, when the pool was failing to connect at the
-        /// time: usually the real reason nothing was free.
+        /// time: usually the real reason nothing was free. (A connection that
+        /// was discarded before it did any useful work counts as a failed
+        /// connect, and a connect cancelled for taking longer than the
+        /// connect timeout as well.)
         last_connect_error: Option<SharedError>,
+        /// Connections being opened when the wait ended (including those
+        /// waiting out a backoff).
+        connecting: usize,
+        /// Connections that failed validation while this caller waited (each
+        /// was discarded and the caller tried the next).
+        validation_failures: u32,
+        /// The last of those validation errors.
+        last_validation_error: Option<String>,
     },
     /// [`ConnectionPool::wait_ready`](crate::ConnectionPool::wait_ready) gave
     /// up: not all connections were open in time.
@@ -81,13 +92,36 @@ impl fmt::Display for Error {
                 size,
                 open,
                 last_connect_error,
+                connecting,
+                validation_failures,
+                last_validation_error,
             } => {
                 write!(f, "no pooled connection became free within {waited:.1?}")?;
+                if *validation_failures > 0 {
+                    write!(
+                        f,
+                        ": {validation_failures} connection(s) failed validation and were \
+                         replaced"
+                    )?;
+                    if let Some(e) = last_validation_error {
+                        write!(f, "; last validation error: {e}")?;
+                    }
+                    if let Some(e) = last_connect_error {
+                        write!(f, "; the pool also cannot connect: {e}")?;
+                    }
+                    return Ok(());
+                }
                 match last_connect_error {
                     Some(e) => write!(
                         f,
                         ": the pool cannot connect ({open} of {size} connections open; \
                          it keeps trying in the background); last connect error: {e}"
+                    ),
+                    None if *open < *size && *connecting > 0 => write!(
+                        f,
+                        ": {open} of {size} connections open and {connecting} still being \
+                         opened (the connects have not finished yet: a slow or hanging \
+                         server; see Builder::connect_timeout)"
                     ),
                     None => write!(
                         f,

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::manager::Manager;
 use crate::pool::{Conn, Shared};
+use crate::slot::Held;
 use crate::stats::DiscardReason;
 
 /// A connection checked out of a [`ConnectionPool`](crate::ConnectionPool).
@@ -17,28 +18,45 @@ use crate::stats::DiscardReason;
 /// it is to be discarded: [`discard`](Self::discard) was called, a `Result`
 /// passed through [`check`](Self::check) was an `Err` in the pool's
 /// [`ErrorSet`](crate::ErrorSet), [`Manager::has_broken`] says so, or the
-/// guard is dropped while its thread panics. A discarded connection is closed
-/// and a replacement is opened in the background.
+/// guard is dropped by an unwind (a panic or a cancellation). A discarded
+/// connection is closed and a replacement is opened in the background.
+///
+/// [`ConnectionPool::with`](crate::ConnectionPool::with) knows exactly when
+/// its closure unwound. A guard from [`get`](crate::ConnectionPool::get) can
+/// only ask `std::thread::panicking()`, which is per OS thread: while another
+/// green thread on the same worker is unwinding and blocked in a destructor,
+/// a healthy connection dropped here is discarded too (a reconnect, never a
+/// connection left mid-request handed out again). Prefer `with` where that
+/// matters.
 ///
 /// The guard owns a reference to the pool, so it can move to another green
 /// thread; a guard that outlives its pool closes the connection when dropped.
 pub struct PooledConnection<M: Manager> {
     shared: Arc<Shared<M>>,
-    conn: Option<Conn<M::Connection>>,
+    held: Option<Held<M>>,
     discard: Option<DiscardReason>,
+    /// Set by [`ConnectionPool::with`](crate::ConnectionPool::with), which
+    /// catches an unwind of its closure itself: the guard then need not ask
+    /// whether its thread is panicking.
+    settled: bool,
 }
 
 impl<M: Manager> PooledConnection<M> {
-    pub(crate) fn new(shared: Arc<Shared<M>>, conn: Conn<M::Connection>) -> Self {
+    pub(crate) fn new(shared: Arc<Shared<M>>, held: Held<M>) -> Self {
         PooledConnection {
             shared,
-            conn: Some(conn),
+            held: Some(held),
             discard: None,
+            settled: false,
         }
     }
 
     fn inner(&self) -> &Conn<M::Connection> {
-        self.conn.as_ref().expect("connection present until drop")
+        &self
+            .held
+            .as_ref()
+            .expect("connection present until drop")
+            .conn
     }
 
     /// Pass a result through the guard: an `Err` in the pool's error set marks
@@ -49,9 +67,10 @@ impl<M: Manager> PooledConnection<M> {
             crate::error_set::settle_after_io_timeout(e);
             if self.shared.cfg.discard_on.matches(e) {
                 log::debug!(
-                    "pool {}: connection #{} failed with {e}; it will be discarded",
+                    "pool {}: connection #{} failed with {}; it will be discarded",
                     self.shared.cfg.name,
-                    self.id()
+                    self.id(),
+                    crate::connector::describe(e)
                 );
                 self.discard = Some(DiscardReason::Error);
             }
@@ -62,8 +81,9 @@ impl<M: Manager> PooledConnection<M> {
     /// Close this connection now instead of giving it back; a replacement is
     /// opened in the background.
     pub fn discard(mut self) {
-        if let Some(conn) = self.conn.take() {
-            self.shared.discard(conn, DiscardReason::Explicit);
+        if let Some(mut held) = self.held.take() {
+            held.slot.reason = Some(DiscardReason::Explicit);
+            self.shared.discard(held);
         }
     }
 
@@ -87,6 +107,17 @@ impl<M: Manager> PooledConnection<M> {
     pub fn age(&self) -> Duration {
         self.inner().created.elapsed()
     }
+
+    /// `with`'s closure unwound (a panic or a cancellation): discard.
+    pub(crate) fn unwound(&mut self) {
+        self.discard = Some(DiscardReason::Panic);
+        self.settled = true;
+    }
+
+    /// `with`'s closure returned: no unwind to ask about.
+    pub(crate) fn returned(&mut self) {
+        self.settled = true;
+    }
 }
 
 impl<M: Manager> Deref for PooledConnection<M> {
@@ -100,20 +131,25 @@ impl<M: Manager> Deref for PooledConnection<M> {
 impl<M: Manager> DerefMut for PooledConnection<M> {
     fn deref_mut(&mut self) -> &mut M::Connection {
         &mut self
-            .conn
+            .held
             .as_mut()
             .expect("connection present until drop")
+            .conn
             .raw
     }
 }
 
 impl<M: Manager> Drop for PooledConnection<M> {
     fn drop(&mut self) {
-        let Some(mut conn) = self.conn.take() else {
+        let Some(mut held) = self.held.take() else {
             return;
         };
-        // Read this first: nothing below may change it.
-        let reason = if std::thread::panicking() {
+        // A guard from `with` knows whether its closure unwound. A guard from
+        // `get` can only ask the OS thread, which may also be unwinding for
+        // another green thread (a destructor that yields mid-unwind); then a
+        // healthy connection is discarded, which costs a reconnect but never
+        // hands out a connection left mid-request by a panic.
+        let reason = if !self.settled && std::thread::panicking() {
             Some(DiscardReason::Panic)
         } else {
             self.discard
@@ -121,14 +157,17 @@ impl<M: Manager> Drop for PooledConnection<M> {
         let reason = reason.or_else(|| {
             // A panicking check must not lose the pool slot: count it as broken.
             let manager = &self.shared.manager;
+            let raw = &mut held.conn.raw;
             let broken =
-                panic::catch_unwind(AssertUnwindSafe(|| manager.has_broken(&mut conn.raw)))
-                    .unwrap_or(true);
+                panic::catch_unwind(AssertUnwindSafe(|| manager.has_broken(raw))).unwrap_or(true);
             broken.then_some(DiscardReason::Broken)
         });
         match reason {
-            Some(reason) => self.shared.discard(conn, reason),
-            None => self.shared.give_back(conn),
+            Some(reason) => {
+                held.slot.reason = Some(reason);
+                self.shared.discard(held)
+            }
+            None => self.shared.give_back(held),
         }
     }
 }

@@ -89,12 +89,14 @@ mod maintenance;
 mod manager;
 mod pool;
 mod retry;
+mod slot;
 mod stats;
 pub mod testing;
 
 pub use builder::{
     Builder, DEFAULT_BACKOFF_MAX, DEFAULT_BACKOFF_MIN, DEFAULT_CHECKOUT_TIMEOUT,
-    DEFAULT_HEALTH_CHECK_TIMEOUT, DEFAULT_SIZE, DEFAULT_VALIDATE_AFTER,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_HEALTH_CHECK_TIMEOUT, DEFAULT_SIZE, DEFAULT_VALIDATE_AFTER,
+    MAX_DURATION, MAX_SIZE,
 };
 pub use error::{BuildError, Error};
 pub use error_set::ErrorSet;

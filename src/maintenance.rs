@@ -1,18 +1,26 @@
 //! Connection health: keepalive on idle connections, validation at checkout,
 //! idle timeout and maximum lifetime.
 //!
-//! One maintenance green thread per pool wakes every tick, closes expired idle
-//! connections, and runs `Manager::keepalive` on connections idle for the
-//! keepalive interval — one at a time, each taken out of the idle list only
-//! while it is being checked, so checkouts are never held up. Every check runs
-//! under `health_check_timeout`; an error, a panic or a timeout means broken.
+//! One maintenance green thread per pool wakes every tick, refreshes the
+//! coarse clock, closes expired idle connections, cancels connects and health
+//! checks past their timeouts, reopens lost slots, and starts
+//! `Manager::keepalive` on connections idle for the keepalive interval. Each
+//! check runs in a green thread of its own (a few at a time), which owns the
+//! connection and its slot while it runs, so neither checkouts nor the
+//! maintenance pass ever wait for one. Every check runs under
+//! `health_check_timeout`; an error, a panic or a timeout means broken.
 
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use greenpool_runtime::sync::mpsc;
+use greenpool_runtime::time::clamp_timeout;
+use greenpool_runtime::Deadline;
 
 use crate::manager::Manager;
 use crate::pool::{Conn, Shared, Task};
+use crate::slot::{Held, Memory, Role};
 use crate::stats::DiscardReason;
 
 /// Longest sleep of the maintenance green thread.
@@ -27,7 +35,7 @@ enum Check {
 
 /// Start the pool's maintenance green thread. It stops when the pool closes.
 pub(crate) fn spawn<M: Manager>(shared: &Arc<Shared<M>>) {
-    if let Err(e) = Task::spawn(shared, "maintenance", run) {
+    if let Err(e) = Task::spawn(shared, "maintenance", None, run) {
         log::error!(
             "pool {}: cannot start the maintenance green thread: {e}; keepalive, idle \
              timeout and lifetime are off",
@@ -63,12 +71,15 @@ fn keepalive_interval<M: Manager>(shared: &Shared<M>) -> Option<Duration> {
 
 fn tick<M: Manager>(shared: &Shared<M>, learnt_keepalive: Option<Duration>) -> Duration {
     // The tick is also the resolution of the pool's coarse clock, which
-    // measures idle times: keep it well inside every interval it measures.
+    // measures idle times, and of the connect and keepalive timeouts: keep
+    // it well inside every interval it measures.
     [
         shared.cfg.keepalive.or(learnt_keepalive),
         shared.cfg.idle_timeout,
         shared.cfg.max_lifetime,
         shared.cfg.validate_after.filter(|d| !d.is_zero()),
+        Some(shared.cfg.connect_timeout),
+        Some(shared.cfg.health_check_timeout),
     ]
     .into_iter()
     .flatten()
@@ -78,143 +89,222 @@ fn tick<M: Manager>(shared: &Shared<M>, learnt_keepalive: Option<Duration>) -> D
     .clamp(MIN_TICK, MAX_TICK)
 }
 
-/// One maintenance pass.
+/// How many keepalives may run at once: a few slow ones cannot hold up the
+/// rest, and the server never sees a burst of them.
+fn keepalive_concurrency(size: usize) -> usize {
+    (size / 4).clamp(2, 64)
+}
+
+/// One maintenance pass. It never waits for user code: keepalives run in
+/// green threads of their own, so the pass (and with it the coarse clock)
+/// keeps its pace whatever a check does.
 fn sweep<M: Manager>(shared: &Arc<Shared<M>>) {
     let keepalive = keepalive_interval(shared);
     let now = shared.clock.refresh();
+    let running_keepalives = shared.enforce_deadlines(Instant::now());
+    let mut room = keepalive_concurrency(shared.cfg.size).saturating_sub(running_keepalives);
     let (expired, due, deficit) = {
         let mut st = shared.lock();
         let mut expired = Vec::new();
         let mut due = Vec::new();
         let idle = std::mem::take(&mut st.idle);
+        // Oldest first, so that the longest idle get their keepalive first.
         for conn in idle {
             let idle_for = now.since(conn.last_ok);
             if conn.expires.is_some_and(|at| at <= now)
                 || shared.cfg.idle_timeout.is_some_and(|t| idle_for >= t)
             {
                 expired.push(conn);
+            } else if room > 0 && keepalive.is_some_and(|k| idle_for >= k) {
+                room -= 1;
+                due.push(conn);
             } else {
-                if keepalive.is_some_and(|k| idle_for >= k) {
-                    due.push(conn.id);
-                }
                 st.idle.push_back(conn);
             }
         }
-        st.checking += expired.len();
+        let expired: Vec<_> = expired
+            .into_iter()
+            .map(|c| {
+                let mut held = st.hold(shared, c, Role::Checking);
+                held.slot.reason = Some(DiscardReason::Expired);
+                held
+            })
+            .collect();
+        let due: Vec<_> = due
+            .into_iter()
+            .map(|c| st.hold(shared, c, Role::Checking))
+            .collect();
         // Self-healing: a slot lost to a failed green-thread spawn is reopened.
-        let deficit = shared.cfg.size.saturating_sub(st.open() + st.connecting);
+        let deficit = if shared.is_closed() {
+            0
+        } else {
+            shared.cfg.size.saturating_sub(st.open() + st.connecting)
+        };
         st.connecting += deficit;
         (expired, due, deficit)
     };
-    for conn in expired {
-        shared.discard_counted(Some(conn), DiscardReason::Expired, true);
+    for held in expired {
+        shared.discard(held);
     }
     for _ in 0..deficit {
-        crate::connector::spawn(shared);
+        crate::connector::spawn(shared, Memory::new(shared));
     }
-    for id in due {
-        let Some(conn) = take_idle(shared, id, keepalive) else {
-            continue;
-        };
-        match check(shared, conn, Check::Keepalive) {
-            Ok(conn) => shared.keepalive_passed(conn),
-            Err(conn) => shared.discard_counted(conn, DiscardReason::Keepalive, true),
-        }
+    for held in due {
+        spawn_check(shared, held, Check::Keepalive, None);
     }
 }
 
-/// Take connection `id` out of the idle list for a keepalive, if it is still
-/// idle and still due.
-fn take_idle<M: Manager>(
-    shared: &Shared<M>,
-    id: u64,
-    keepalive: Option<Duration>,
-) -> Option<Conn<M::Connection>> {
-    let k = keepalive?;
-    let mut st = shared.lock();
-    let pos = st
-        .idle
-        .iter()
-        .position(|c| c.id == id && shared.clock.now().since(c.last_ok) >= k)?;
-    let conn = st.idle.remove(pos)?;
-    st.checking += 1;
-    Some(conn)
-}
-
-/// True if `conn` has been idle long enough to be validated before use.
+/// True if `conn` has been idle long enough to be validated before use. A
+/// connection handed straight from its connect to a waiting caller is not
+/// validated: it was just opened.
 pub(crate) fn needs_validation<M: Manager>(shared: &Shared<M>, conn: &Conn<M::Connection>) -> bool {
-    shared
-        .cfg
-        .validate_after
-        .is_some_and(|t| shared.clock.now().since(conn.last_ok) >= t)
+    !conn.fresh
+        && shared
+            .cfg
+            .validate_after
+            .is_some_and(|t| shared.clock.now().since(conn.last_ok) >= t)
 }
 
-/// Validate a checked-out connection. On failure it is discarded (and
-/// replaced) and `Err(())` is returned.
+/// Validate a checked-out connection within the health-check timeout and the
+/// caller's deadline. On failure it is discarded (and replaced) and the
+/// reason is returned. The check runs in a green thread of its own that owns
+/// the connection and its slot until it has really ended; the caller waits on
+/// its own timer, so an OS thread times out whatever the green threads do.
 pub(crate) fn validate<M: Manager>(
     shared: &Arc<Shared<M>>,
-    conn: Conn<M::Connection>,
-) -> Result<Conn<M::Connection>, ()> {
-    match check(shared, conn, Check::Validate) {
-        Ok(mut conn) => {
-            conn.last_ok = shared.clock.refresh();
-            Ok(conn)
+    held: Held<M>,
+    deadline: Deadline,
+) -> Result<Held<M>, String> {
+    let hct = shared.cfg.health_check_timeout;
+    let limit = deadline.remaining().map_or(hct, |rem| rem.min(hct));
+    let Some(wait) = clamp_timeout(limit) else {
+        // No time left: the connection was not checked; it goes back.
+        shared.give_back_unchecked(held);
+        return Err("no time left for the validation before the checkout deadline".to_owned());
+    };
+    let (tx, rx) = mpsc::channel();
+    let Some(task) = spawn_check(shared, held, Check::Validate, Some(tx)) else {
+        return Err("cannot start a green thread for the validation".to_owned());
+    };
+    let reply = rx.recv_timeout(wait);
+    // A timed-out wait resumes on may's timer thread.
+    greenpool_runtime::yield_now();
+    match reply {
+        Ok(verdict) => verdict,
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            shared.cancel_task(task);
+            // A verdict that arrived just now is not thrown away with the
+            // channel (a passed connection would be closed with it).
+            rx.try_recv()
+                .unwrap_or_else(|_| Err(format!("did not answer within {limit:?}")))
         }
-        Err(conn) => {
-            shared.discard_counted(conn, DiscardReason::Validation, false);
-            Err(())
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            Err("the validation was cancelled (the pool closed)".to_owned())
         }
     }
 }
 
-/// Run a health check under the pool's health-check timeout. `Err` carries
-/// the connection back when there is one to close (a timed-out check loses it
-/// with its cancelled green thread, which closes it).
-fn check<M: Manager>(
+type Reply<M> = mpsc::Sender<Result<Held<M>, String>>;
+
+/// Start a health check on `held` in a green thread of its own, which owns
+/// the connection and its slot: a timed-out check holds them until it has
+/// really ended (maintenance cancels it after the health-check timeout), and
+/// only then is a replacement opened. Without `reply` (a keepalive) the check
+/// puts the connection back itself. Returns the task's id, or `None` if no
+/// green thread could be started (the connection is then discarded).
+fn spawn_check<M: Manager>(
     shared: &Arc<Shared<M>>,
-    conn: Conn<M::Connection>,
+    mut held: Held<M>,
     what: Check,
-) -> Result<Conn<M::Connection>, Option<Conn<M::Connection>>> {
-    let name = &shared.cfg.name;
-    let id = conn.id;
-    let task = Task::new(shared);
-    let builder = shared.task_builder("health-check");
+    reply: Option<Reply<M>>,
+) -> Option<u64> {
+    let reason = match what {
+        Check::Keepalive => DiscardReason::Keepalive,
+        Check::Validate => DiscardReason::Validation,
+    };
+    // Counted so if the check never runs or unwinds.
+    held.slot.reason = Some(reason);
     let limit = shared.cfg.health_check_timeout;
-    let outcome = greenpool_runtime::timeout_with(builder, limit, move || {
-        let mut conn = conn;
-        let raw = &mut conn.raw;
-        let result = panic::catch_unwind(AssertUnwindSafe(|| match what {
-            Check::Keepalive => task.shared.manager.keepalive(raw),
-            Check::Validate => task.shared.manager.validate(raw),
-        }));
-        let verdict = match result {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => {
-                crate::error_set::settle_after_io_timeout(&e);
-                Err(e.to_string())
-            }
-            Err(p) => Err(format!(
-                "panicked: {}",
-                greenpool_runtime::panic_message(&*p).unwrap_or("non-string payload")
-            )),
-        };
-        (conn, verdict)
-    });
-    let what = match what {
+    let role = match what {
         Check::Keepalive => "keepalive",
         Check::Validate => "validation",
     };
-    match outcome {
-        Ok((conn, Ok(()))) => Ok(conn),
-        Ok((conn, Err(e))) => {
-            log::info!("pool {name}: connection #{id} failed {what}: {e}; replacing it");
-            Err(Some(conn))
+    let spawned = Task::spawn(
+        shared,
+        role,
+        crate::connector::deadline_after(limit),
+        move |task| run_check(&task, held, what, reply),
+    );
+    match spawned {
+        Ok(task) => Some(task),
+        Err(e) => {
+            shared.spawn_failed(role, &e, "discarding the connection");
+            None
         }
-        Err(_) => {
-            log::info!(
-                "pool {name}: connection #{id} did not answer {what} within {limit:?}; replacing it"
-            );
-            Err(None)
+    }
+}
+
+fn run_check<M: Manager>(task: &Task<M>, mut held: Held<M>, what: Check, reply: Option<Reply<M>>) {
+    let shared = &task.shared;
+    let name = &shared.cfg.name;
+    let id = held.conn.id;
+    let what_name = match what {
+        Check::Keepalive => "keepalive",
+        Check::Validate => "validation",
+    };
+    let raw = &mut held.conn.raw;
+    let result = panic::catch_unwind(AssertUnwindSafe(|| match what {
+        Check::Keepalive => shared.manager.keepalive(raw),
+        Check::Validate => shared.manager.validate(raw),
+    }));
+    if task.cancelled() || shared.is_closed() {
+        // Cancelled: past the health-check timeout, or the pool closed. The
+        // state of the connection is unknown; it is closed with the token.
+        let why = format!(
+            "did not answer {what_name} within {:?}",
+            shared.cfg.health_check_timeout
+        );
+        if !shared.is_closed() {
+            // Per connection: debug. The pool-wide picture (connections that
+            // never work) goes through the rate-limited connect health.
+            log::debug!("pool {name}: connection #{id} {why}; replacing it");
+        }
+        drop(held);
+        if let Some(tx) = reply {
+            let _ = tx.send(Err(why));
+        }
+        return;
+    }
+    let verdict = match result {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => {
+            crate::error_set::settle_after_io_timeout(&e);
+            Err(crate::connector::describe(&e))
+        }
+        Err(p) => Err(format!(
+            "panicked: {}",
+            greenpool_runtime::panic_message(&*p).unwrap_or("non-string payload")
+        )),
+    };
+    match verdict {
+        Ok(()) => match reply {
+            None => shared.keepalive_passed(held),
+            Some(tx) => {
+                held.conn.last_ok = shared.clock.refresh();
+                held.slot.memory.worked();
+                held.slot.reason = None;
+                // The caller gave up waiting: the connection goes back.
+                if let Err(std::sync::mpsc::SendError(Ok(held))) = tx.send(Ok(held)) {
+                    shared.give_back(held);
+                }
+            }
+        },
+        Err(e) => {
+            log::debug!("pool {name}: connection #{id} failed {what_name}: {e}; replacing it");
+            shared.discard(held);
+            if let Some(tx) = reply {
+                let _ = tx.send(Err(e));
+            }
         }
     }
 }

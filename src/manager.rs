@@ -10,9 +10,12 @@ use std::time::Duration;
 /// database.
 ///
 /// Every method runs inside a green thread, so it may block on the runtime's
-/// network types. `new_connection` runs in the pool's background connector;
-/// `keepalive` in the pool's maintenance green thread; `validate` in the
-/// coroutine (or thread) calling [`ConnectionPool::get`](crate::ConnectionPool::get).
+/// network types. `new_connection` runs in the pool's background connector,
+/// under the connect timeout; `keepalive` and `validate` each run in a green
+/// thread of their own, under the health-check timeout, which owns the
+/// connection while it runs. A call past its timeout is cancelled: it unwinds
+/// at its next blocking runtime call (code blocked outside the runtime
+/// notices only when it returns, and keeps its pool slot until then).
 ///
 /// ```
 /// use greenpool::Manager;

@@ -8,17 +8,16 @@
 //! Fairness: a connection given back goes straight to the oldest waiter
 //! (FIFO hand-off); it is never put where a newcomer could take it first.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::error::Error as StdError;
 use std::fmt;
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, TryLockError};
 use std::time::{Duration, Instant};
 
-use greenpool_runtime::sync::{
-    AtomicOption, Blocker, Mutex, MutexGuard, ParkError, Semaphore, SyncFlag,
-};
-use greenpool_runtime::{Deadline, Wait};
+use greenpool_runtime::sync::{AtomicOption, Blocker, Mutex, MutexGuard, ParkError, Semaphore};
+use greenpool_runtime::{Deadline, JoinHandle, Wait};
 
 use crate::builder::{Builder, Config};
 use crate::clock::{CoarseClock, Millis};
@@ -28,6 +27,7 @@ use crate::error::Error;
 use crate::guard::PooledConnection;
 use crate::maintenance;
 use crate::manager::Manager;
+use crate::slot::{Held, Memory, Role, Slot};
 use crate::stats::{Counters, DiscardReason, State};
 
 /// A pool of connections kept open to one backend (geventconnpool's
@@ -81,6 +81,9 @@ impl<M: Manager> Drop for Handle<M> {
     }
 }
 
+/// How often a pool that cannot start green threads says so.
+const SPAWN_FAILURE_LOG_EVERY: Duration = Duration::from_secs(10);
+
 /// A pooled connection with the bookkeeping the pool needs.
 pub(crate) struct Conn<C> {
     pub raw: C,
@@ -92,37 +95,77 @@ pub(crate) struct Conn<C> {
     /// When the connection reaches its maximum lifetime, with jitter (coarse
     /// clock).
     pub expires: Option<Millis>,
+    /// Handed straight from its connect to a waiting caller, never idle: a
+    /// connection that was just opened is not validated.
+    pub fresh: bool,
+    /// The slot's memory while the connection is idle (a token carries it
+    /// otherwise).
+    pub memory: Option<Memory>,
+}
+
+impl<C> Conn<C> {
+    /// A connection just opened by a connector.
+    pub fn new<M: Manager<Connection = C>>(shared: &Shared<M>, raw: C) -> Self {
+        let now = shared.clock.refresh();
+        let expires = shared
+            .cfg
+            .max_lifetime
+            .map(|life| now.plus(life.mul_f64(1.0 - 0.1 * crate::connector::unit_random())));
+        Conn {
+            raw,
+            id: shared.next_id(),
+            created: Instant::now(),
+            last_ok: now,
+            expires,
+            fresh: true,
+            memory: None,
+        }
+    }
 }
 
 /// A caller blocked in `get`. Exactly one of two things ends the wait, both
 /// under the pool lock and both removing the waiter from the queue first: a
 /// giver fills `slot`, or the deadline watcher sets `expired`. Then it is
-/// unparked.
-pub(crate) struct Waiter<C> {
-    slot: AtomicOption<Conn<C>>,
+/// unparked. A connection left in `slot` (the waiter unwound) holds its
+/// slot's token, so it is not lost.
+pub(crate) struct Waiter<M: Manager> {
+    slot: AtomicOption<Held<M>>,
     blocker: Blocker,
     /// The deadline, when the pool's deadline watcher enforces it (a `get`
-    /// with the pool's checkout timeout). `None`: the waiter parks with its
-    /// own timer (`get_timeout`), or waits forever.
+    /// with the pool's checkout timeout, from a green thread). `None`: the
+    /// waiter parks with its own timer (`get_timeout`, OS threads), or waits
+    /// forever.
     pub watched_deadline: Option<Instant>,
     /// Set by the deadline watcher when it took this waiter off the queue.
     pub expired: AtomicBool,
 }
 
-impl<C> Waiter<C> {
+impl<M: Manager> Waiter<M> {
     pub fn unpark(&self) {
         self.blocker.unpark()
     }
 }
 
-pub(crate) struct PoolState<C> {
+/// A background green thread the pool may have to cancel: on close, or when
+/// it runs past its deadline (a connect past the connect timeout, a health
+/// check past the health-check timeout).
+#[derive(Default)]
+pub(crate) struct Running {
+    handle: Option<JoinHandle<()>>,
+    deadline: Option<Instant>,
+    cancelled: bool,
+    keepalive: bool,
+}
+
+pub(crate) struct PoolState<M: Manager> {
     /// Idle connections; the back is the most recently returned (LIFO keeps
     /// the busiest connections warm and lets the rest be kept alive or expire).
-    pub idle: VecDeque<Conn<C>>,
-    pub waiters: VecDeque<Arc<Waiter<C>>>,
+    pub idle: VecDeque<Conn<M::Connection>>,
+    pub waiters: VecDeque<Arc<Waiter<M>>>,
     /// When the deadline watcher will next wake (`None`: not until kicked).
     /// A watched waiter with an earlier deadline must kick it.
     pub watcher_wakes_at: Option<Instant>,
+    /// Slot tokens by role (see [`Slot`]).
     pub in_use: usize,
     pub checking: usize,
     pub connecting: usize,
@@ -134,29 +177,93 @@ pub(crate) struct PoolState<C> {
     /// Callers of `wait_ready`, woken when a connection opens or the pool
     /// closes.
     ready_waiters: Vec<Arc<Blocker>>,
+    /// Background green threads by task id.
+    pub running: HashMap<u64, Running>,
 }
 
-impl<C> PoolState<C> {
+impl<M: Manager> PoolState<M> {
     pub fn open(&self) -> usize {
         self.idle.len() + self.in_use + self.checking
     }
 
-    /// Give a connection counted in `in_use` to the oldest waiter (it stays in
-    /// use), or make it idle. Returns the waiter to unpark once the lock is
-    /// released.
-    #[must_use]
-    fn deliver_in_use(&mut self, conn: Conn<C>) -> Option<Arc<Waiter<C>>> {
+    /// Count a new token in `role`.
+    pub fn count(&mut self, role: Role) {
+        match role {
+            Role::Connecting => self.connecting += 1,
+            Role::InUse => self.in_use += 1,
+            Role::Checking => self.checking += 1,
+        }
+    }
+
+    /// Uncount a token in `role`.
+    pub fn uncount(&mut self, role: Role) {
+        match role {
+            Role::Connecting => self.connecting -= 1,
+            Role::InUse => self.in_use -= 1,
+            Role::Checking => self.checking -= 1,
+        }
+    }
+
+    /// Give a working connection to the oldest waiter, or make it idle.
+    /// Returns the waiter to unpark once the lock is released, and the
+    /// disarmed token to drop then.
+    fn deliver(&mut self, held: Held<M>) -> Delivered<M> {
+        let Held { mut conn, mut slot } = held;
+        self.uncount(slot.role());
         match self.waiters.pop_front() {
             Some(w) => {
-                w.slot.store(conn);
+                self.count(Role::InUse);
+                slot.set_role(Role::InUse);
                 self.counters.checkouts += 1;
-                Some(w)
+                w.slot.store(Held { conn, slot });
+                Delivered::Waiter(w)
             }
             None => {
-                self.in_use -= 1;
+                conn.memory = Some(slot.memory);
+                // Once idle, even a new connection is validated as usual.
+                conn.fresh = false;
                 self.idle.push_back(conn);
-                None
+                Delivered::Idle(slot)
             }
+        }
+    }
+
+    /// Take the most recently returned idle connection for a user.
+    fn take_idle(&mut self, shared: &Arc<Shared<M>>) -> Option<Held<M>> {
+        let conn = self.idle.pop_back()?;
+        self.counters.checkouts += 1;
+        Some(self.hold(shared, conn, Role::InUse))
+    }
+
+    /// Make a token for an idle connection just taken out of the list.
+    pub fn hold(
+        &mut self,
+        shared: &Arc<Shared<M>>,
+        mut conn: Conn<M::Connection>,
+        role: Role,
+    ) -> Held<M> {
+        self.count(role);
+        let memory = conn.memory.take().unwrap_or_else(|| Memory::new(shared));
+        Held {
+            conn,
+            slot: Slot::adopt(shared, role, memory),
+        }
+    }
+}
+
+/// Where [`PoolState::deliver`] put a connection.
+#[must_use]
+enum Delivered<M: Manager> {
+    Waiter(Arc<Waiter<M>>),
+    Idle(Slot<M>),
+}
+
+impl<M: Manager> Delivered<M> {
+    /// Finish the delivery, after the pool lock is released.
+    fn finish(self) {
+        match self {
+            Delivered::Waiter(w) => w.unpark(),
+            Delivered::Idle(slot) => slot.disarm(),
         }
     }
 }
@@ -164,10 +271,8 @@ impl<C> PoolState<C> {
 pub(crate) struct Shared<M: Manager> {
     pub manager: M,
     pub cfg: Config,
-    state: Mutex<PoolState<M::Connection>>,
+    state: Mutex<PoolState<M>>,
     closed: AtomicBool,
-    /// Fired on close: wakes background tasks out of their sleeps.
-    pub close_flag: SyncFlag,
     /// Wakes the maintenance green thread early: on close, and when its tick
     /// must change (a keepalive interval was learnt from the server).
     pub maintenance_kick: Semaphore,
@@ -177,6 +282,9 @@ pub(crate) struct Shared<M: Manager> {
     /// parks with its own timer.
     pub has_watcher: AtomicBool,
     next_id: AtomicU64,
+    next_task: AtomicU64,
+    /// When a failed spawn was last logged (coarse clock; 0: never).
+    last_spawn_failure_log: AtomicU64,
     pub clock: CoarseClock,
     /// Background green threads alive (connectors, maintenance, health checks).
     tasks: AtomicUsize,
@@ -184,31 +292,74 @@ pub(crate) struct Shared<M: Manager> {
 
 /// A background green thread's share of the pool; counted in
 /// [`State::background_tasks`] from creation until dropped, so tests can prove
-/// that no green thread outlives a closed pool.
+/// that no green thread outlives a closed pool, and registered so that the
+/// pool can cancel it.
 pub(crate) struct Task<M: Manager> {
     pub shared: Arc<Shared<M>>,
+    id: u64,
 }
 
 impl<M: Manager> Task<M> {
-    pub fn new(shared: &Arc<Shared<M>>) -> Self {
-        shared.tasks.fetch_add(1, Ordering::AcqRel);
-        Task {
-            shared: Arc::clone(shared),
-        }
-    }
-
-    /// Run `body` in a new background green thread named `<pool>-<role>`.
-    /// Fails only if no stack can be allocated; the task is then uncounted.
+    /// Run `body` in a new background green thread named `<pool>-<role>`,
+    /// cancelled when the pool closes and, if `deadline` is set, by
+    /// maintenance once it has passed. Fails only if no green thread can be
+    /// started; `body` is then dropped without running.
     pub fn spawn(
         shared: &Arc<Shared<M>>,
         role: &str,
+        deadline: Option<Instant>,
         body: impl FnOnce(Task<M>) + Send + 'static,
-    ) -> std::io::Result<()> {
-        let task = Task::new(shared);
-        shared
-            .task_builder(role)
-            .spawn(move || body(task))
-            .map(drop)
+    ) -> std::io::Result<u64> {
+        if shared.cfg.spawn_faults.as_ref().is_some_and(|f| f.take()) {
+            return Err(std::io::Error::other("injected green-thread spawn failure"));
+        }
+        let id = shared.next_task.fetch_add(1, Ordering::Relaxed);
+        shared.lock().running.insert(
+            id,
+            Running {
+                deadline,
+                keepalive: role == "keepalive",
+                ..Running::default()
+            },
+        );
+        shared.tasks.fetch_add(1, Ordering::AcqRel);
+        let task = Task {
+            shared: Arc::clone(shared),
+            id,
+        };
+        let handle = shared.task_builder(role).spawn(move || body(task))?;
+        let mut st = shared.lock();
+        match st.running.get_mut(&id) {
+            Some(r) => {
+                if r.cancelled || shared.is_closed() {
+                    r.cancelled = true;
+                    handle.cancel();
+                }
+                r.handle = Some(handle);
+            }
+            // Finished already.
+            None => {
+                drop(st);
+                drop(handle);
+            }
+        }
+        Ok(id)
+    }
+
+    /// Set or clear the time after which maintenance cancels this task.
+    pub fn set_deadline(&self, deadline: Option<Instant>) {
+        if let Some(r) = self.shared.lock().running.get_mut(&self.id) {
+            r.deadline = deadline;
+        }
+    }
+
+    /// True once the pool cancelled this task (close, or past its deadline).
+    pub fn cancelled(&self) -> bool {
+        self.shared
+            .lock()
+            .running
+            .get(&self.id)
+            .is_some_and(|r| r.cancelled)
     }
 }
 
@@ -222,10 +373,65 @@ impl<M: Manager> Shared<M> {
             None => builder,
         }
     }
+
+    /// Log a green thread that could not be started: the first time, then at
+    /// most once every [`SPAWN_FAILURE_LOG_EVERY`] (maintenance retries every
+    /// tick, and a runtime at its limit stays there a while).
+    pub fn spawn_failed(&self, role: &str, e: &std::io::Error, then: &str) {
+        let now = self.clock.refresh();
+        let last = Millis::from_raw(self.last_spawn_failure_log.load(Ordering::Relaxed));
+        let first = last == Millis::from_raw(0);
+        if first || now.since(last) >= SPAWN_FAILURE_LOG_EVERY {
+            self.last_spawn_failure_log
+                .store(now.raw().max(1), Ordering::Relaxed);
+            log::error!(
+                "pool {}: cannot start a {role} green thread: {e}; {then} (logged at most \
+                 every {SPAWN_FAILURE_LOG_EVERY:?})",
+                self.cfg.name
+            );
+        } else {
+            log::debug!(
+                "pool {}: cannot start a {role} green thread: {e}",
+                self.cfg.name
+            );
+        }
+    }
+
+    /// Cancel background task `id`, if it still runs.
+    pub fn cancel_task(&self, id: u64) {
+        let mut st = self.lock();
+        if let Some(r) = st.running.get_mut(&id) {
+            r.cancelled = true;
+            if let Some(h) = &r.handle {
+                h.cancel();
+            }
+        }
+    }
+
+    /// Cancel every task past its deadline; returns how many keepalives run.
+    pub fn enforce_deadlines(&self, now: Instant) -> usize {
+        let mut st = self.lock();
+        let mut keepalives = 0;
+        for r in st.running.values_mut() {
+            if r.keepalive {
+                keepalives += 1;
+            }
+            if !r.cancelled && r.deadline.is_some_and(|at| at <= now) {
+                r.cancelled = true;
+                if let Some(h) = &r.handle {
+                    h.cancel();
+                }
+            }
+        }
+        keepalives
+    }
 }
 
 impl<M: Manager> Drop for Task<M> {
     fn drop(&mut self) {
+        let entry = self.shared.lock().running.remove(&self.id);
+        // Dropping our own handle detaches; done outside the lock.
+        drop(entry);
         self.shared.tasks.fetch_sub(1, Ordering::AcqRel);
     }
 }
@@ -248,7 +454,7 @@ impl<M: Manager> ConnectionPool<M> {
         let shared = Arc::new(Shared {
             manager,
             state: Mutex::new(PoolState {
-                idle: VecDeque::with_capacity(size),
+                idle: VecDeque::with_capacity(size.min(1024)),
                 waiters: VecDeque::new(),
                 watcher_wakes_at: None,
                 in_use: 0,
@@ -259,13 +465,15 @@ impl<M: Manager> ConnectionPool<M> {
                 learnt_keepalive: None,
                 asked_server_idle_timeout: false,
                 ready_waiters: Vec::new(),
+                running: HashMap::new(),
             }),
             closed: AtomicBool::new(false),
-            close_flag: SyncFlag::new(),
             maintenance_kick: Semaphore::new(0),
             watcher_kick: Semaphore::new(0),
             has_watcher: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
+            next_task: AtomicU64::new(1),
+            last_spawn_failure_log: AtomicU64::new(0),
             clock: CoarseClock::new(),
             tasks: AtomicUsize::new(0),
             cfg,
@@ -276,7 +484,7 @@ impl<M: Manager> ConnectionPool<M> {
             size
         );
         for _ in 0..size {
-            connector::spawn(&shared);
+            connector::spawn(&shared, Memory::new(&shared));
         }
         maintenance::spawn(&shared);
         deadlines::spawn(&shared);
@@ -294,10 +502,15 @@ impl<M: Manager> ConnectionPool<M> {
     /// Returns an idle connection at once if there is one. Otherwise the
     /// caller blocks — only its green thread, or its OS thread outside the
     /// runtime — in a FIFO queue until a connection is given back or opened,
-    /// or the timeout passes ([`Error::Timeout`], which names the last connect
-    /// error if the pool is failing to connect). A connection idle longer than
+    /// or the timeout passes ([`Error::Timeout`], which says what happened:
+    /// connects failing, with the last error; connects still running;
+    /// validations failing, with the last validation error; or all
+    /// connections in use). A connection idle longer than
     /// [`Builder::validate_after`] is validated first, and a failing one is
-    /// discarded and replaced by the next; the caller never sees it.
+    /// discarded and replaced by the next; the caller never sees it, keeps
+    /// its place in line, and still gets its answer by the deadline. A caller
+    /// on a plain OS thread waits on its own timer, whatever the green
+    /// threads do.
     /// Fails with [`Error::Closed`] once the pool is closed.
     pub fn get(&self) -> Result<PooledConnection<M>, Error> {
         self.get_by(self.shared().cfg.checkout_timeout, true)
@@ -327,36 +540,46 @@ impl<M: Manager> ConnectionPool<M> {
         pool_timeout: bool,
     ) -> Result<PooledConnection<M>, Error> {
         let shared = self.shared();
-        // Read the clock only if we have to wait: the fast path takes none.
-        let mut waiting_since: Option<(Instant, Deadline)> = None;
+        // Read the clock only if we have to wait or validate: the fast path
+        // takes none.
+        let mut attempt: Option<Attempt> = None;
         loop {
-            let mut conn = match shared.try_checkout()? {
-                Some(conn) => conn,
+            let held = match shared.try_checkout()? {
+                Some(held) => held,
                 None => {
-                    let (start, deadline) = *waiting_since.get_or_insert_with(|| {
-                        let deadline = match timeout {
-                            Some(d) => Deadline::after(d),
-                            None => Deadline::never(),
-                        };
-                        (Instant::now(), deadline)
-                    });
-                    shared.checkout(deadline, start, pool_timeout)?
+                    let a = attempt.get_or_insert_with(|| Attempt::new(timeout));
+                    shared.checkout(a, pool_timeout)?
                 }
             };
-            if maintenance::needs_validation(shared, &conn) {
-                match maintenance::validate(shared, conn) {
-                    Ok(c) => conn = c,
-                    // Discarded and replaced: try the next one.
-                    Err(()) => continue,
+            if !maintenance::needs_validation(shared, &held.conn) {
+                return Ok(PooledConnection::new(Arc::clone(shared), held));
+            }
+            let a = attempt.get_or_insert_with(|| Attempt::new(timeout));
+            if a.deadline.is_expired() {
+                // No time left to validate: the connection goes back unchecked.
+                shared.give_back_unchecked(held);
+                return Err(shared.timeout_error(&mut shared.lock(), a));
+            }
+            match maintenance::validate(shared, held, a.deadline) {
+                Ok(held) => return Ok(PooledConnection::new(Arc::clone(shared), held)),
+                Err(e) => {
+                    // Discarded and replaced: try the next one within the
+                    // same deadline, and keep this caller's place in line.
+                    a.validation_failures += 1;
+                    a.last_validation_error = Some(e);
+                    a.front = true;
+                    if a.deadline.is_expired() {
+                        return Err(shared.timeout_error(&mut shared.lock(), a));
+                    }
                 }
             }
-            return Ok(PooledConnection::new(Arc::clone(shared), conn));
         }
     }
 
     /// Run `f` on a pooled connection and give the connection back, or
     /// discard it if `f` fails with an error in the pool's
-    /// [`ErrorSet`](crate::ErrorSet) or panics (the panic then continues).
+    /// [`ErrorSet`](crate::ErrorSet) or unwinds (a panic or a cancellation of
+    /// this green thread, caught here and then continued).
     ///
     /// Blocks like [`get`](Self::get) first; a checkout failure is converted
     /// into `E` with `From<greenpool::Error>` (provided for `io::Error`).
@@ -366,12 +589,24 @@ impl<M: Manager> ConnectionPool<M> {
         E: From<Error> + StdError + 'static,
     {
         let mut conn = self.get()?;
-        let result = f(&mut conn);
-        conn.check(result)
+        // Catch an unwind here rather than ask the thread in the guard's
+        // drop: `std::thread::panicking` is per OS thread, not per green
+        // thread.
+        match panic::catch_unwind(AssertUnwindSafe(|| f(&mut conn))) {
+            Ok(result) => {
+                conn.returned();
+                conn.check(result)
+            }
+            Err(payload) => {
+                conn.unwound();
+                drop(conn);
+                panic::resume_unwind(payload)
+            }
+        }
     }
 
     /// Wait until all `size` connections are open, e.g. at start-up. Fails
-    /// with [`Error::Timeout`] (carrying the last connect error) if they are
+    /// with [`Error::NotReady`] (carrying the last connect error) if they are
     /// not open within `timeout`, and with [`Error::Closed`] if the pool
     /// closes.
     pub fn wait_ready(&self, timeout: Duration) -> Result<(), Error> {
@@ -396,8 +631,9 @@ impl<M: Manager> ConnectionPool<M> {
     /// Close the pool. Idle connections are closed now; callers waiting in
     /// [`get`](Self::get) and every later `get` fail with [`Error::Closed`];
     /// connections still checked out are closed when their guard drops;
-    /// background tasks stop (a connect attempt in progress is finished and its
-    /// connection closed). Returns without waiting for them. Idempotent; also
+    /// background tasks stop: connects and health checks in progress are
+    /// cancelled (they unwind at their next blocking runtime call, closing
+    /// what they hold). Returns without waiting for them. Idempotent; also
     /// happens when the last handle is dropped.
     pub fn close(&self) {
         self.shared().close()
@@ -426,6 +662,32 @@ impl<M: Manager> fmt::Debug for ConnectionPool<M> {
     }
 }
 
+/// One caller's checkout: its deadline and what went wrong so far.
+pub(crate) struct Attempt {
+    start: Instant,
+    pub deadline: Deadline,
+    validation_failures: u32,
+    last_validation_error: Option<String>,
+    /// Queue at the front: this caller was served once already (its
+    /// connection failed validation).
+    front: bool,
+}
+
+impl Attempt {
+    fn new(timeout: Option<Duration>) -> Self {
+        Attempt {
+            start: Instant::now(),
+            deadline: match timeout {
+                Some(d) => Deadline::after(d),
+                None => Deadline::never(),
+            },
+            validation_failures: 0,
+            last_validation_error: None,
+            front: false,
+        }
+    }
+}
+
 impl<M: Manager> Shared<M> {
     /// Lock the pool state.
     ///
@@ -434,12 +696,11 @@ impl<M: Manager> Shared<M> {
     /// and never across a blocking call (a holder cannot be descheduled by
     /// another green thread while holding it), so the wait is short. Parking
     /// would be wrong here: in a green thread that has been cancelled, may
-    /// turns any park into a cancellation panic, which would leave the pool's
-    /// books half-updated (a waiter left in the queue, a slot never given
-    /// back), and inside an unwind (a guard dropped by a cancelled green
-    /// thread) abort the process. The runtime mutex is still the right type:
-    /// its condition variables wait on it.
-    pub fn lock(&self) -> MutexGuard<'_, PoolState<M::Connection>> {
+    /// turns any park into a cancellation panic, and inside an unwind (a slot
+    /// token dropped by a cancelled green thread) that aborts the process.
+    /// The runtime mutex is still the right type: its condition variables
+    /// wait on it.
+    pub fn lock(&self) -> MutexGuard<'_, PoolState<M>> {
         let mut spins = 0u32;
         loop {
             match self.state.try_lock() {
@@ -465,44 +726,38 @@ impl<M: Manager> Shared<M> {
     }
 
     /// Take an idle connection if there is one; never waits.
-    fn try_checkout(&self) -> Result<Option<Conn<M::Connection>>, Error> {
+    fn try_checkout(self: &Arc<Self>) -> Result<Option<Held<M>>, Error> {
         let mut st = self.lock();
         if self.is_closed() {
             return Err(Error::Closed);
         }
-        Ok(st.idle.pop_back().inspect(|_| {
-            st.in_use += 1;
-            st.counters.checkouts += 1;
-        }))
+        Ok(st.take_idle(self))
     }
 
-    /// Take an idle connection, or wait in line for one until `deadline`.
-    fn checkout(
-        &self,
-        deadline: Deadline,
-        start: Instant,
-        pool_timeout: bool,
-    ) -> Result<Conn<M::Connection>, Error> {
+    /// Take an idle connection, or wait in line for one until the deadline.
+    fn checkout(self: &Arc<Self>, a: &Attempt, pool_timeout: bool) -> Result<Held<M>, Error> {
+        let deadline = a.deadline;
         let mut st = self.lock();
         if self.is_closed() {
             return Err(Error::Closed);
         }
-        if let Some(conn) = st.idle.pop_back() {
-            st.in_use += 1;
-            st.counters.checkouts += 1;
-            return Ok(conn);
+        if let Some(held) = st.take_idle(self) {
+            return Ok(held);
         }
         if deadline.is_expired() {
-            st.counters.checkout_timeouts += 1;
-            return Err(self.timeout_error(&st, start));
+            return Err(self.timeout_error(&mut st, a));
         }
         // A runtime timer per wait is expensive in may (each cancelled timer
         // wakes its timer thread), so waits with the pool's own timeout are
         // timed by the pool's deadline watcher instead: FIFO order makes the
         // front waiter's deadline the earliest, and one sleep covers them all.
-        let watched_deadline = deadline
-            .instant()
-            .filter(|_| pool_timeout && self.has_watcher.load(Ordering::Acquire));
+        // An OS thread keeps its own timer: the watcher is a green thread,
+        // and busy green threads can keep it from running.
+        let watched_deadline = deadline.instant().filter(|_| {
+            pool_timeout
+                && self.has_watcher.load(Ordering::Acquire)
+                && greenpool_runtime::is_green()
+        });
         let waiter = Arc::new(Waiter {
             slot: AtomicOption::none(),
             // Cancellation must come back to us as an error, not unwind inside
@@ -511,7 +766,11 @@ impl<M: Manager> Shared<M> {
             watched_deadline,
             expired: AtomicBool::new(false),
         });
-        st.waiters.push_back(Arc::clone(&waiter));
+        if a.front {
+            st.waiters.push_front(Arc::clone(&waiter));
+        } else {
+            st.waiters.push_back(Arc::clone(&waiter));
+        }
         st.counters.waited_checkouts += 1;
         let kick = watched_deadline.is_some_and(|at| {
             let earlier = st.watcher_wakes_at.is_none_or(|wakes| at < wakes);
@@ -531,8 +790,8 @@ impl<M: Manager> Shared<M> {
                 (None, Wait::For(d)) => waiter.blocker.park(Some(d)),
                 (None, Wait::Expired) => Ok(()),
             };
-            if let Some(conn) = waiter.slot.take() {
-                return Ok(conn);
+            if let Some(held) = waiter.slot.take() {
+                return Ok(held);
             }
             let cancelled = parked == Err(ParkError::Canceled);
             if parked == Err(ParkError::Timeout) {
@@ -545,7 +804,7 @@ impl<M: Manager> Shared<M> {
                 deadline.is_expired()
             };
             if cancelled || expired || self.is_closed() {
-                return self.abandon_wait(&waiter, cancelled, start);
+                return self.abandon_wait(&waiter, cancelled, a);
             }
             // Woken with nothing to take and time left: wait again.
         }
@@ -554,152 +813,136 @@ impl<M: Manager> Shared<M> {
     /// Leave the queue after a timeout, a close or a cancellation. A giver may
     /// have filled the slot meanwhile; then the connection is ours.
     fn abandon_wait(
-        &self,
-        waiter: &Arc<Waiter<M::Connection>>,
+        self: &Arc<Self>,
+        waiter: &Arc<Waiter<M>>,
         cancelled: bool,
-        start: Instant,
-    ) -> Result<Conn<M::Connection>, Error> {
+        a: &Attempt,
+    ) -> Result<Held<M>, Error> {
         let mut st = self.lock();
-        let conn = waiter.slot.take();
-        if conn.is_none() {
+        let held = waiter.slot.take();
+        if held.is_none() {
             st.waiters.retain(|w| !Arc::ptr_eq(w, waiter));
         }
         if cancelled {
             // Pass a connection we were handed on, then unwind.
-            let wake = conn.and_then(|c| st.deliver_in_use(c));
+            let delivered = held.map(|h| st.deliver(h));
             drop(st);
-            if let Some(w) = wake {
-                w.blocker.unpark();
+            if let Some(d) = delivered {
+                d.finish();
             }
             greenpool_runtime::sync::resume_cancel();
         }
-        match conn {
-            Some(conn) => Ok(conn),
+        match held {
+            Some(held) => Ok(held),
             None if self.is_closed() => Err(Error::Closed),
-            None => {
-                st.counters.checkout_timeouts += 1;
-                Err(self.timeout_error(&st, start))
-            }
+            None => Err(self.timeout_error(&mut st, a)),
         }
     }
 
-    fn timeout_error(&self, st: &PoolState<M::Connection>, start: Instant) -> Error {
+    /// Count a checkout that timed out and say what happened.
+    fn timeout_error(&self, st: &mut PoolState<M>, a: &Attempt) -> Error {
+        st.counters.checkout_timeouts += 1;
         Error::Timeout {
-            waited: start.elapsed(),
+            waited: a.start.elapsed(),
             size: self.cfg.size,
             open: st.open(),
             last_connect_error: st.health.current_error(),
+            connecting: st.connecting,
+            validation_failures: a.validation_failures,
+            last_validation_error: a.last_validation_error.clone(),
         }
     }
 
-    /// A connection comes back from a user in working order.
-    pub fn give_back(self: &Arc<Self>, mut conn: Conn<M::Connection>) {
+    /// A connection comes back from a user (or a health check) in working
+    /// order: it did useful work.
+    pub fn give_back(self: &Arc<Self>, mut held: Held<M>) {
         let now = self.clock.now();
-        if conn.expires.is_some_and(|at| at <= now) {
-            return self.discard(conn, DiscardReason::Expired);
+        if held.conn.expires.is_some_and(|at| at <= now) {
+            held.slot.reason = Some(DiscardReason::Expired);
+            return self.discard(held);
         }
-        conn.last_ok = now;
+        held.conn.last_ok = now;
+        held.conn.fresh = false;
+        let first_work = held.slot.memory.worked();
         let mut st = self.lock();
         if self.is_closed() {
-            st.in_use -= 1;
             drop(st);
-            drop(conn);
-            return;
+            // The token gives the slot back; nothing replaces it.
+            return drop(held);
         }
-        let wake = st.deliver_in_use(conn);
+        let report = first_work.then(|| st.health.recovered(&self.cfg.name));
+        let delivered = st.deliver(held);
         drop(st);
-        if let Some(w) = wake {
-            w.blocker.unpark();
+        delivered.finish();
+        if let Some(r) = report {
+            r.emit();
         }
     }
 
-    /// Close a connection that is counted in `in_use` (`from_checking` for one
-    /// held by a keepalive) and open a replacement in the background.
-    pub fn discard_counted(
-        self: &Arc<Self>,
-        conn: Option<Conn<M::Connection>>,
-        reason: DiscardReason,
-        from_checking: bool,
-    ) {
-        let replace = {
-            let mut st = self.lock();
-            if from_checking {
-                st.checking -= 1;
-            } else {
-                st.in_use -= 1;
-            }
-            st.counters.discarded.count(reason);
-            let replace = !self.is_closed();
-            if replace {
-                st.connecting += 1;
-            }
-            replace
-        };
-        if let Some(c) = &conn {
+    /// Put back a connection that was taken for validation but not checked
+    /// (no time was left): it neither worked nor failed.
+    pub fn give_back_unchecked(self: &Arc<Self>, held: Held<M>) {
+        let mut st = self.lock();
+        if self.is_closed() {
+            drop(st);
+            return drop(held);
+        }
+        let delivered = st.deliver(held);
+        drop(st);
+        delivered.finish();
+    }
+
+    /// Close a connection and open a replacement in the background (the
+    /// slot's token does that when it drops); `held.slot.reason` says why.
+    pub fn discard(&self, held: Held<M>) {
+        if !self.is_closed() {
             log::debug!(
-                "pool {}: discarding connection #{} ({reason})",
+                "pool {}: discarding connection #{} ({})",
                 self.cfg.name,
-                c.id
+                held.conn.id,
+                held.slot.reason.unwrap_or(DiscardReason::Explicit)
             );
         }
-        // Close outside the lock: a destructor may do IO.
-        drop(conn);
-        if replace {
-            connector::spawn(self);
-        }
+        // Closed outside the lock (a destructor may do IO), then the token.
+        drop(held);
     }
 
-    /// Discard a connection held by a user.
-    pub fn discard(self: &Arc<Self>, conn: Conn<M::Connection>, reason: DiscardReason) {
-        self.discard_counted(Some(conn), reason, false)
-    }
-
-    /// A connector opened a connection: count it and hand it out.
-    pub fn add_connection(&self, conn: Conn<M::Connection>) {
+    /// A connector opened a connection: hand it out.
+    pub fn add_connection(self: &Arc<Self>, conn: Conn<M::Connection>, mut slot: Slot<M>) {
+        slot.memory.useful = false;
+        let held = Held { conn, slot };
         let mut st = self.lock();
-        st.connecting -= 1;
         if self.is_closed() {
             drop(st);
-            drop(conn);
-            return;
+            return drop(held);
         }
-        let report = st.health.success(&self.cfg.name);
         st.counters.created += 1;
-        st.in_use += 1;
-        let wake = st.deliver_in_use(conn);
+        let delivered = st.deliver(held);
         let ready = std::mem::take(&mut st.ready_waiters);
         drop(st);
-        report.emit();
-        if let Some(w) = wake {
-            w.blocker.unpark();
-        }
+        delivered.finish();
         for b in ready {
             b.unpark();
         }
     }
 
     /// A keepalive proved a connection alive: put it back.
-    pub fn keepalive_passed(&self, mut conn: Conn<M::Connection>) {
-        conn.last_ok = self.clock.refresh();
+    pub fn keepalive_passed(self: &Arc<Self>, mut held: Held<M>) {
+        held.conn.last_ok = self.clock.refresh();
+        let first_work = held.slot.memory.worked();
         let mut st = self.lock();
-        st.checking -= 1;
         st.counters.keepalives += 1;
         if self.is_closed() {
             drop(st);
-            drop(conn);
-            return;
+            return drop(held);
         }
-        st.in_use += 1;
-        let wake = st.deliver_in_use(conn);
+        let report = first_work.then(|| st.health.recovered(&self.cfg.name));
+        let delivered = st.deliver(held);
         drop(st);
-        if let Some(w) = wake {
-            w.blocker.unpark();
+        delivered.finish();
+        if let Some(r) = report {
+            r.emit();
         }
-    }
-
-    /// A connector gives up because the pool closed.
-    pub fn connector_exit(&self) {
-        self.lock().connecting -= 1;
     }
 
     fn wait_ready(&self, deadline: Deadline, timeout: Duration) -> Result<(), Error> {
@@ -768,6 +1011,14 @@ impl<M: Manager> Shared<M> {
             let idle: Vec<_> = st.idle.drain(..).collect();
             let waiters: Vec<_> = st.waiters.drain(..).collect();
             let ready = std::mem::take(&mut st.ready_waiters);
+            // Connectors and health checks stop now, even in a hung connect
+            // or check: they unwind at their next blocking call.
+            for r in st.running.values_mut() {
+                r.cancelled = true;
+                if let Some(h) = &r.handle {
+                    h.cancel();
+                }
+            }
             (idle, waiters, ready)
         };
         log::info!(
@@ -776,7 +1027,6 @@ impl<M: Manager> Shared<M> {
             idle.len(),
             waiters.len()
         );
-        self.close_flag.fire();
         self.maintenance_kick.post();
         self.watcher_kick.post();
         for b in ready {

@@ -14,6 +14,9 @@ use std::time::Duration;
 
 use crate::error_set::ErrorSet;
 
+/// Largest backoff factor [`Retry::backoff`] keeps.
+const MAX_BACKOFF_FACTOR: f64 = 1_000_000.0;
+
 /// Default number of failures tolerated before giving up: 5 (6 attempts).
 pub const DEFAULT_MAX_FAILURES: u32 = 5;
 /// Default log target of retry messages.
@@ -163,25 +166,37 @@ impl Retry {
         self
     }
 
-    /// Wait this long before each retry (default: no wait).
+    /// Wait this long before each retry (default: no wait). Clamped to
+    /// [`MAX_DURATION`](crate::MAX_DURATION) (one year).
     pub fn interval(mut self, d: Duration) -> Self {
-        self.interval = d;
+        self.interval = d.min(crate::MAX_DURATION);
         self
     }
 
     /// Multiply the wait by `factor` after each failure, up to `max`
     /// (e.g. `backoff(2.0, Duration::from_secs(5))`). Needs a non-zero
-    /// [`interval`](Self::interval) to start from. A factor below 1 is
-    /// treated as 1.
+    /// [`interval`](Self::interval) to start from. A factor below 1 (or
+    /// NaN) is treated as 1, an infinite one as 1,000,000; `max` is clamped to
+    /// [`MAX_DURATION`](crate::MAX_DURATION).
     pub fn backoff(mut self, factor: f64, max: Duration) -> Self {
-        self.backoff = Some((factor.max(1.0), max));
+        let factor = if factor.is_nan() {
+            1.0
+        } else {
+            factor.clamp(1.0, MAX_BACKOFF_FACTOR)
+        };
+        self.backoff = Some((factor, max.min(crate::MAX_DURATION)));
         self
     }
 
     /// Randomise each wait by up to this fraction of it (0.0 to 1.0; default
-    /// 0), e.g. 0.5 waits between 50 % and 100 % of the interval.
+    /// 0), e.g. 0.5 waits between 50 % and 100 % of the interval. NaN is
+    /// treated as 0.
     pub fn jitter(mut self, fraction: f64) -> Self {
-        self.jitter = fraction.clamp(0.0, 1.0);
+        self.jitter = if fraction.is_nan() {
+            0.0
+        } else {
+            fraction.clamp(0.0, 1.0)
+        };
         self
     }
 
@@ -290,7 +305,10 @@ impl Retry {
             }
             greenpool_runtime::sleep(delay);
             if let Some((factor, max)) = self.backoff {
-                wait = wait.mul_f64(factor).min(max);
+                // Saturates instead of overflowing: both ends are bounded.
+                wait = Duration::try_from_secs_f64(wait.as_secs_f64() * factor)
+                    .unwrap_or(max)
+                    .min(max);
             }
         }
     }
@@ -311,7 +329,10 @@ impl Retry {
         if self.jitter == 0.0 || d.is_zero() {
             return d;
         }
-        d.mul_f64(1.0 - self.jitter * crate::connector::unit_random())
+        Duration::try_from_secs_f64(
+            d.as_secs_f64() * (1.0 - self.jitter * crate::connector::unit_random()),
+        )
+        .unwrap_or(d)
     }
 
     fn log(&self, level: log::Level, template: &str, attempt: u32, error: &dyn StdError) {

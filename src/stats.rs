@@ -88,7 +88,10 @@ impl Discards {
 pub struct Counters {
     /// Connections opened.
     pub created: u64,
-    /// Failed connect attempts (errors and panics of `new_connection`).
+    /// Failed connect attempts: errors and panics of `new_connection`,
+    /// connects cancelled for taking longer than the connect timeout, and
+    /// connections discarded (for an error, a failed health check or
+    /// `has_broken`) before they did any useful work.
     pub connect_failures: u64,
     /// Connections closed instead of pooled, by reason.
     pub discarded: Discards,
@@ -96,7 +99,10 @@ pub struct Counters {
     pub checkouts: u64,
     /// Checkouts that had to wait for a connection.
     pub waited_checkouts: u64,
-    /// Checkouts that gave up with a timeout.
+    /// Checkouts that gave up with a timeout (a [`try_get`] that found
+    /// nothing idle counts too).
+    ///
+    /// [`try_get`]: crate::ConnectionPool::try_get
     pub checkout_timeouts: u64,
     /// Keepalive calls that succeeded.
     pub keepalives: u64,
@@ -114,7 +120,7 @@ pub struct State {
     pub open: usize,
     /// Open and waiting in the pool.
     pub idle: usize,
-    /// Open and held by a user.
+    /// Open and held by a user (or being validated for one).
     pub in_use: usize,
     /// Open and being checked by a keepalive.
     pub checking: usize,
@@ -124,9 +130,10 @@ pub struct State {
     pub waiting: usize,
     /// True once the pool is closed.
     pub closed: bool,
-    /// Background green threads alive: connectors, the maintenance thread and
-    /// health checks. Drops to 0 soon after the pool closes (a connect or
-    /// health check in progress finishes first).
+    /// Background green threads alive: connectors, the maintenance thread,
+    /// the checkout deadline watcher and health checks. Drops to 0 soon after
+    /// the pool closes (connects and health checks in progress are
+    /// cancelled).
     pub background_tasks: usize,
     /// Totals since the pool started.
     pub counters: Counters,

@@ -97,6 +97,8 @@ fn zero_timeout_and_try_get_do_not_wait() {
         e.to_string().contains("all 1 of 1 connections in use"),
         "{e}"
     );
+    // A try_get that found nothing idle is a timeout too.
+    assert_eq!(p.state().counters.checkout_timeouts, 3);
     drop(held);
     assert!(p.try_get().is_ok());
 }
@@ -353,7 +355,8 @@ fn a_panicking_connect_is_a_failed_attempt_not_a_lost_slot() {
         "{e}"
     );
     p.manager().panic.store(false, Ordering::SeqCst);
-    p.wait_ready(LONG).unwrap();
+    p.wait_ready(LONG)
+        .unwrap_or_else(|e| panic!("{e}: {:?}", p.state()));
     assert_eq!(p.state().open, 2);
 }
 

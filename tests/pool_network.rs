@@ -186,3 +186,56 @@ fn a_reset_mid_request_discards_only_the_broken_connections() {
     assert_eq!(pool.state().counters.discarded.total(), 3);
     assert!(server.wait_open(3, LONG));
 }
+
+#[test]
+fn a_server_that_accepts_and_resets_gets_a_few_connects_not_a_storm() {
+    // A proxy whose backend is dead: every connect succeeds and the first
+    // request on it fails with a reset. Each discarded connection died
+    // young, so its slot backs off as if the connect had failed.
+    let server = TestServer::start().unwrap();
+    let pool = ConnectionPool::builder()
+        .size(4)
+        .checkout_timeout(Duration::from_millis(200))
+        .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(500))
+        .build(LineManager::new(server.addr()).timeout(Duration::from_millis(500)))
+        .unwrap();
+    pool.wait_ready(LONG).unwrap();
+    server.set_refuse(true);
+    server.reset_all();
+    let before = server.accepted();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let workers: Vec<_> = (0..8)
+        .map(|_| {
+            let (pool, stop) = (pool.clone(), stop.clone());
+            spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    let _ = pool.with(|c| c.ping());
+                }
+            })
+        })
+        .collect();
+    greenpool::runtime::sleep(Duration::from_secs(1));
+    stop.store(true, Ordering::SeqCst);
+    for w in workers {
+        w.join().unwrap();
+    }
+    let connects = server.accepted() - before;
+    // 4 slots, each backing off 20, 40, 80, ... ms: a few dozen at most.
+    assert!(connects <= 80, "{connects} connects in 1 s on a pool of 4");
+    // Connections that died young count as failed connects.
+    assert!(
+        pool.state().counters.connect_failures >= 4,
+        "{:?}",
+        pool.state()
+    );
+    // The backend comes back: the pool recovers.
+    server.set_refuse(false);
+    let mut ok = false;
+    for _ in 0..50 {
+        if pool.with(|c| c.ping()).is_ok() {
+            ok = true;
+            break;
+        }
+    }
+    assert!(ok, "{:?}", pool.state());
+}

@@ -7,14 +7,16 @@
 //! `GREENPOOL_PROPTEST_SIZE` (default 20). This binary holds one test only:
 //! it counts the process's file descriptors.
 
+mod common;
+
 use std::collections::HashSet;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use greenpool::runtime::{sleep, spawn};
-use greenpool::testing::{fd_count, LineClient, LineManager, TestServer};
+use greenpool::runtime::{sleep, spawn, timeout};
+use greenpool::testing::{fd_count, LineClient, LineManager, SpawnFaults, TestServer};
 use greenpool::{ConnectionPool, Manager, PooledConnection};
 use quickcheck::{Arbitrary, Gen, QuickCheck, TestResult};
 
@@ -48,12 +50,24 @@ enum Op {
     Sleep(u8),
     /// `close()` the pool.
     Close,
+    /// A green thread checks out a connection, works on it for 30 ms, and is
+    /// cancelled after this many milliseconds (in the checkout, in a
+    /// validation, or holding the connection).
+    Cancel(u8),
+    /// The next this many spawns of the pool's green threads fail.
+    SpawnFails(u8),
+    /// The server stops answering (true: requests, and so validations and
+    /// keepalives, hang until their timeouts) or answers again (false).
+    Stall(bool),
 }
 
 impl Arbitrary for Op {
     fn arbitrary(g: &mut Gen) -> Self {
         let i = usize::arbitrary(g);
-        match u8::arbitrary(g) % 20 {
+        match u8::arbitrary(g) % 24 {
+            20 | 21 => Op::Cancel(u8::arbitrary(g) % 60),
+            22 => Op::SpawnFails(u8::arbitrary(g) % 4),
+            23 => Op::Stall(bool::arbitrary(g)),
             0..=4 => Op::Get,
             5..=7 => Op::Return(i),
             8 => Op::Discard(i),
@@ -71,6 +85,8 @@ impl Arbitrary for Op {
     fn shrink(&self) -> Box<dyn Iterator<Item = Self>> {
         match *self {
             Op::Sleep(ms) if ms > 0 => Box::new(std::iter::once(Op::Sleep(ms / 2))),
+            Op::Cancel(ms) if ms > 0 => Box::new(std::iter::once(Op::Cancel(ms / 2))),
+            Op::SpawnFails(n) if n > 1 => Box::new(std::iter::once(Op::SpawnFails(1))),
             Op::Return(i) | Op::Discard(i) | Op::ErrInSet(i) | Op::ErrNotInSet(i) if i > 0 => {
                 let same_kind = match self {
                     Op::Return(_) => Op::Return(0),
@@ -129,8 +145,11 @@ macro_rules! ensure {
 fn run_case(ops: &[Op]) -> Result<(), String> {
     let base_fds = fd_count();
     let server = TestServer::start().map_err(|e| e.to_string())?;
+    let faults = SpawnFaults::new();
     let pool = ConnectionPool::builder()
         .size(SIZE)
+        .spawn_faults(faults.clone())
+        .validate_after(Duration::from_millis(20))
         .checkout_timeout(Duration::from_secs(5))
         .reconnect_backoff(Duration::from_millis(5), BACKOFF_MAX)
         .health_check_timeout(Duration::from_millis(300))
@@ -219,6 +238,32 @@ fn run_case(ops: &[Op]) -> Result<(), String> {
                 pool.close();
                 closed = true;
             }
+            Op::Cancel(ms) => {
+                let (p, seen) = (pool.clone(), Arc::new(Mutex::new(None)));
+                let seen2 = Arc::clone(&seen);
+                let r = timeout(Duration::from_millis(u64::from(ms)), move || {
+                    if ms % 2 == 0 {
+                        // A guard from get(), dropped by the unwind.
+                        if let Ok(g) = p.get_timeout(GET_TIMEOUT) {
+                            *seen2.lock().unwrap() = Some(g.id());
+                            sleep(Duration::from_millis(30));
+                        }
+                    } else {
+                        // with(), which catches the unwind itself.
+                        let _: io::Result<()> = p.with(|c| {
+                            sleep(Duration::from_millis(30));
+                            c.ping()
+                        });
+                    }
+                });
+                // A connection held when the cancel came is never reused.
+                let seen_id = *seen.lock().unwrap();
+                if let (Err(_), Some(id)) = (r, seen_id) {
+                    dead.insert(id);
+                }
+            }
+            Op::SpawnFails(n) => faults.fail_next(u64::from(n)),
+            Op::Stall(on) => server.set_stall(on),
         }
         let s = pool.state();
         ensure!(
@@ -229,15 +274,31 @@ fn run_case(ops: &[Op]) -> Result<(), String> {
             s.idle + s.in_use + s.checking == s.open,
             "step {step}: {s:?}"
         );
+        // A cancelled caller's validation may still be finishing: wait (with
+        // a deadline) for it to give its connection back.
+        let settled = wait_for(|| pool.state().in_use == held.len());
+        let s = pool.state();
         ensure!(
-            s.in_use == held.len(),
+            settled,
             "step {step}: in_use {} but {} held: {s:?}",
             s.in_use,
             held.len()
         );
+        // No slot lost: every slot is open or being opened again (a slot
+        // given back by a failed spawn is reopened by maintenance).
+        if !closed {
+            let full = wait_for(|| {
+                let s = pool.state();
+                s.open + s.connecting == SIZE
+            });
+            ensure!(full, "step {step}: slot lost: {:?}", pool.state());
+        }
+        // A cancelled waiter leaves the queue when it unwinds, which may be
+        // just after `timeout` returned.
         ensure!(
-            s.waiting == 0,
-            "step {step}: a waiter was left behind: {s:?}"
+            wait_for(|| pool.state().waiting == 0),
+            "step {step}: a waiter was left behind: {:?}",
+            pool.state()
         );
     }
 
@@ -246,6 +307,7 @@ fn run_case(ops: &[Op]) -> Result<(), String> {
     if !closed {
         pool.manager().fail.store(false, Ordering::SeqCst);
         server.set_idle_close(None);
+        server.set_stall(false);
         let limit = BACKOFF_MAX + Duration::from_millis(900);
         if let Err(e) = pool.wait_ready(limit) {
             return Err(format!(
@@ -255,7 +317,9 @@ fn run_case(ops: &[Op]) -> Result<(), String> {
         }
     }
 
-    // Close and drop: nothing outlives the pool.
+    // Close and drop: nothing outlives the pool. (A stalled server does not
+    // notice a client's close until it answers again.)
+    server.set_stall(false);
     drop(held);
     pool.close();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -283,6 +347,14 @@ fn run_case(ops: &[Op]) -> Result<(), String> {
         ensure!(now <= base, "fd count {now}, was {base}");
     }
     Ok(())
+}
+
+/// How long an invariant that settles after a cancellation may take.
+const SETTLE: Duration = Duration::from_secs(3);
+
+/// Wait (with a deadline) for `cond`.
+fn wait_for(cond: impl FnMut() -> bool) -> bool {
+    common::wait_until(SETTLE, cond)
 }
 
 fn env_or(name: &str, default: u64) -> u64 {

@@ -4,7 +4,7 @@
 //! - [`TlsConnector`]: a client configuration (trusted roots from a PEM file
 //!   or the operating system's store, session resumption, a handshake time
 //!   limit) that [`connect`](TlsConnector::connect)s over
-//!   [`net::connect`](crate::net::connect) or
+//!   [`net::connect`] or
 //!   [`upgrade`](TlsConnector::upgrade)s a stream that is already open
 //!   (STARTTLS).
 //! - [`TlsStream`]: the encrypted stream. `Read` and `Write` block only the

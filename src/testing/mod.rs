@@ -115,3 +115,48 @@ pub fn fd_count() -> Option<usize> {
         None
     }
 }
+
+/// Makes a pool's green-thread spawns fail on demand, as they do when the
+/// runtime is near its limit (about 31,000 green threads, or no memory for a
+/// stack): give it to [`Builder::spawn_faults`](crate::Builder::spawn_faults),
+/// then [`fail_next`](Self::fail_next). Clones share one counter.
+///
+/// ```
+/// use greenpool::testing::SpawnFaults;
+/// let faults = SpawnFaults::new();
+/// faults.fail_next(2);
+/// assert_eq!(faults.pending(), 2);
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct SpawnFaults {
+    fail_next: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl SpawnFaults {
+    /// No failures pending.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Make the next `n` spawns of the pool's background green threads
+    /// (connectors, health checks) fail with an `io::Error`.
+    pub fn fail_next(&self, n: u64) {
+        self.fail_next.store(n, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Failures still to come.
+    pub fn pending(&self) -> u64 {
+        self.fail_next.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Consume one pending failure, if any: the spawn is to fail.
+    pub(crate) fn take(&self) -> bool {
+        self.fail_next
+            .fetch_update(
+                std::sync::atomic::Ordering::SeqCst,
+                std::sync::atomic::Ordering::SeqCst,
+                |n| n.checked_sub(1),
+            )
+            .is_ok()
+    }
+}

@@ -39,6 +39,40 @@ pub struct Mock {
     pub keepalives: AtomicU64,
     /// Milliseconds each successful connect takes.
     pub connect_delay_ms: AtomicU64,
+    /// While set, `new_connection` hangs (a cancellable 60 s sleep).
+    pub connect_hangs: AtomicBool,
+    /// Milliseconds each keepalive/validation waits before answering
+    /// (cancellable).
+    pub check_delay_ms: AtomicU64,
+    /// The next this many keepalives hang (a cancellable 60 s sleep).
+    pub hang_keepalives: AtomicU64,
+    /// A check that is cancelled keeps its connection this many more
+    /// milliseconds (blocking its worker, as code outside the runtime does).
+    pub hold_after_cancel_ms: AtomicU64,
+    /// The next this many validations fail.
+    pub fail_validations: AtomicU64,
+    /// Validations so far.
+    pub validations: AtomicU64,
+    /// While set, errors from connect and keepalive panic when displayed.
+    pub panicky_display: AtomicBool,
+}
+
+/// An error whose `Display` panics.
+#[derive(Debug)]
+pub struct PanickyDisplay;
+
+impl std::fmt::Display for PanickyDisplay {
+    fn fmt(&self, _: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        panic!("this error cannot be displayed")
+    }
+}
+
+impl std::error::Error for PanickyDisplay {}
+
+/// Take one from a counter if it is above zero.
+fn take_one(n: &AtomicU64) -> bool {
+    n.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| v.checked_sub(1))
+        .is_ok()
 }
 
 pub struct MockConn {
@@ -62,10 +96,16 @@ impl Manager for Mock {
             panic!("mock connect panicked");
         }
         if self.fail.load(Ordering::SeqCst) {
+            if self.panicky_display.load(Ordering::SeqCst) {
+                return Err(io::Error::other(PanickyDisplay));
+            }
             return Err(io::Error::new(
                 io::ErrorKind::ConnectionRefused,
                 "mock backend refused the connection",
             ));
+        }
+        if self.connect_hangs.load(Ordering::SeqCst) {
+            greenpool::runtime::sleep(Duration::from_secs(60));
         }
         let delay = self.connect_delay_ms.load(Ordering::SeqCst);
         if delay > 0 {
@@ -80,10 +120,42 @@ impl Manager for Mock {
 
     fn keepalive(&self, _c: &mut MockConn) -> io::Result<()> {
         self.keepalives.fetch_add(1, Ordering::SeqCst);
+        let delay = if take_one(&self.hang_keepalives) {
+            60_000
+        } else {
+            self.check_delay_ms.load(Ordering::SeqCst)
+        };
+        if delay > 0 {
+            let waited = std::panic::catch_unwind(|| {
+                greenpool::runtime::sleep(Duration::from_millis(delay))
+            });
+            if let Err(cancelled) = waited {
+                // Code outside the runtime does not notice a cancellation
+                // until it returns.
+                let hold = self.hold_after_cancel_ms.load(Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(hold));
+                std::panic::resume_unwind(cancelled);
+            }
+        }
         if self.unhealthy.load(Ordering::SeqCst) {
+            if self.panicky_display.load(Ordering::SeqCst) {
+                return Err(io::Error::other(PanickyDisplay));
+            }
             return Err(io::Error::new(io::ErrorKind::BrokenPipe, "mock: dead"));
         }
         Ok(())
+    }
+
+    fn validate(&self, c: &mut MockConn) -> io::Result<()> {
+        self.validations.fetch_add(1, Ordering::SeqCst);
+        let result = self.keepalive(c);
+        if take_one(&self.fail_validations) {
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "mock: validation failed",
+            ));
+        }
+        result
     }
 }
 
