@@ -160,7 +160,13 @@ impl<M: Manager> Drop for PooledConnection<M> {
             let raw = &mut held.conn.raw;
             let broken =
                 panic::catch_unwind(AssertUnwindSafe(|| manager.has_broken(raw))).unwrap_or(true);
-            broken.then_some(DiscardReason::Broken)
+            broken.then(|| {
+                // It came back without an error, so it did its work; it just
+                // cannot be reused (an HTTP `Connection: close`, say). That
+                // says nothing against the server: no backoff for the slot.
+                held.slot.memory.worked();
+                DiscardReason::Broken
+            })
         });
         match reason {
             Some(reason) => {
