@@ -4,11 +4,13 @@
 //! Alone in its binary: it installs a process-wide logger that counts the
 //! pool's log lines.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
-use greenpool::runtime::spawn;
+use common::under_load;
 use greenpool::testing::{LineManager, TestServer};
 use greenpool::ConnectionPool;
 
@@ -55,22 +57,13 @@ fn a_server_that_accepts_and_resets_logs_a_few_lines_not_a_flood() {
     server.set_refuse(true);
     server.reset_all();
     let before = LOGGER.count.load(Ordering::SeqCst);
-    let stop = Arc::new(AtomicBool::new(false));
-    let workers: Vec<_> = (0..8)
-        .map(|_| {
-            let (pool, stop) = (pool.clone(), stop.clone());
-            spawn(move || {
-                while !stop.load(Ordering::SeqCst) {
-                    let _ = pool.with(|c| c.ping());
-                }
-            })
-        })
-        .collect();
-    greenpool::runtime::sleep(Duration::from_millis(1500));
-    stop.store(true, Ordering::SeqCst);
-    for w in workers {
-        w.join().unwrap();
-    }
+    // 8 green threads keep asking; every request fails.
+    under_load(
+        &pool,
+        8,
+        |p| p.with(|c| c.ping()),
+        || greenpool::runtime::sleep(Duration::from_millis(1500)),
+    );
     let lines = LOGGER.count.load(Ordering::SeqCst) - before;
     let text = LOGGER.lines.lock().unwrap().join("\n");
     // The change to failing, maybe one summary: not one line per connection.

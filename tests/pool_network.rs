@@ -1,11 +1,14 @@
 //! The pool against real sockets: the embedded test server counts what the
 //! pool really does on the wire.
 
+mod common;
+
 use std::io;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::under_load;
 use greenpool::runtime::spawn;
 use greenpool::testing::{LineClient, LineManager, TestServer};
 use greenpool::{ConnectionPool, Manager};
@@ -203,22 +206,13 @@ fn a_server_that_accepts_and_resets_gets_a_few_connects_not_a_storm() {
     server.set_refuse(true);
     server.reset_all();
     let before = server.accepted();
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let workers: Vec<_> = (0..8)
-        .map(|_| {
-            let (pool, stop) = (pool.clone(), stop.clone());
-            spawn(move || {
-                while !stop.load(Ordering::SeqCst) {
-                    let _ = pool.with(|c| c.ping());
-                }
-            })
-        })
-        .collect();
-    greenpool::runtime::sleep(Duration::from_secs(1));
-    stop.store(true, Ordering::SeqCst);
-    for w in workers {
-        w.join().unwrap();
-    }
+    // 8 green threads keep asking; every request fails.
+    under_load(
+        &pool,
+        8,
+        |p| p.with(|c| c.ping()),
+        || greenpool::runtime::sleep(Duration::from_secs(1)),
+    );
     let connects = server.accepted() - before;
     // 4 slots, each backing off 20, 40, 80, ... ms: a few dozen at most.
     assert!(connects <= 80, "{connects} connects in 1 s on a pool of 4");

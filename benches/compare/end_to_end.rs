@@ -367,24 +367,11 @@ fn checkout_timeout_cost(settings: &Settings, backend: &Backend) -> Vec<(String,
             .iter()
             .map(|(_, t)| open_greenpool(backend.tcp(), connections, *t))
             .collect();
-        let mut lists = vec![Vec::new(); variants.len()];
-        for run in 0..runs {
-            for ((pool, list), (label, _)) in pools.iter().zip(&mut lists).zip(&variants) {
-                let what = format!("greenpool {WORKERS} / {connections}, {label}");
-                let outcome = run_blocking(Kind::Green, &plan, |_| {
-                    let pool = pool.clone();
-                    let proto = backend.proto();
-                    move |rec: &mut Recorder| request(&pool, proto, rec)
-                });
-                match outcome {
-                    Ok(o) => {
-                        log_run(&what, run, runs, &o);
-                        list.push(o);
-                    }
-                    Err(e) => eprintln!("  {what}: {e}"),
-                }
-            }
-        }
+        let labels: Vec<String> = variants
+            .iter()
+            .map(|(label, _)| format!("greenpool {WORKERS} / {connections}, {label}"))
+            .collect();
+        let lists = alternate_runs(&plan, runs, backend, &pools, &labels);
         for ((label, _), list) in variants.iter().zip(lists) {
             rows.push((
                 format!("{WORKERS} / {connections}, {label}"),
@@ -393,6 +380,36 @@ fn checkout_timeout_cost(settings: &Settings, backend: &Backend) -> Vec<(String,
         }
     }
     rows
+}
+
+/// `runs` rounds of the same greenpool workload over each of `pools` in turn
+/// (interleaved, so that a noisy moment hits every variant alike); the
+/// outcomes per pool, in `pools`' order.
+fn alternate_runs(
+    plan: &Plan,
+    runs: usize,
+    backend: &Backend,
+    pools: &[greenpool::ConnectionPool<Tcp>],
+    labels: &[String],
+) -> Vec<Vec<Outcome>> {
+    let mut lists = vec![Vec::new(); pools.len()];
+    for run in 0..runs {
+        for ((pool, list), what) in pools.iter().zip(&mut lists).zip(labels) {
+            let outcome = run_blocking(Kind::Green, plan, |_| {
+                let pool = pool.clone();
+                let proto = backend.proto();
+                move |rec: &mut Recorder| request(&pool, proto, rec)
+            });
+            match outcome {
+                Ok(o) => {
+                    log_run(what, run, runs, &o);
+                    list.push(o);
+                }
+                Err(e) => eprintln!("  {what}: {e}"),
+            }
+        }
+    }
+    lists
 }
 
 fn timeout_section(s: &mut Section, settings: &Settings, rows: &[(String, Summary)]) {
@@ -702,24 +719,11 @@ pub fn io_timeout_cost(settings: &Settings, backend: &Backend) -> Section {
             open_greenpool(tcp, CONNS, Some(CHECKOUT_TIMEOUT))
         })
         .collect();
-    let mut lists = vec![Vec::new(); variants.len()];
-    for run in 0..runs {
-        for ((pool, list), (label, _)) in pools.iter().zip(&mut lists).zip(&variants) {
-            let what = format!("greenpool {WORKERS} / {CONNS}, {label}");
-            let outcome = run_blocking(Kind::Green, &plan, |_| {
-                let pool = pool.clone();
-                let proto = backend.proto();
-                move |rec: &mut Recorder| request(&pool, proto, rec)
-            });
-            match outcome {
-                Ok(o) => {
-                    log_run(&what, run, runs, &o);
-                    list.push(o);
-                }
-                Err(e) => eprintln!("  {what}: {e}"),
-            }
-        }
-    }
+    let labels: Vec<String> = variants
+        .iter()
+        .map(|(label, _)| format!("greenpool {WORKERS} / {CONNS}, {label}"))
+        .collect();
+    let lists = alternate_runs(&plan, runs, backend, &pools, &labels);
     let workers = greenpool::runtime::may::config().get_workers();
     let mut s = Section::new("2b. What armed IO timeouts cost");
     s.text(format!(
