@@ -9,11 +9,12 @@ use std::time::Duration;
 /// STARTTLS and LOGIN, a client holding an authenticated session and a chosen
 /// database.
 ///
-/// Every method runs inside a green thread, so it may block on the runtime's
-/// network types. `new_connection` runs in the pool's background connector,
-/// under the connect timeout; `keepalive` and `validate` each run in a green
-/// thread of their own, under the health-check timeout, which owns the
-/// connection while it runs. A call past its timeout is cancelled: it unwinds
+/// Every method but `has_broken` and `is_permanent` runs inside a green
+/// thread, so it may block on the runtime's network types. `new_connection`
+/// runs in the pool's background connector, under the connect timeout;
+/// `keepalive`, `validate` and `close` each run in a green thread of their
+/// own, under the health-check timeout, which owns the connection while it
+/// runs. A call past its timeout is cancelled: it unwinds
 /// at its next blocking runtime call (code blocked outside the runtime
 /// notices only when it returns, and keeps its pool slot until then).
 ///
@@ -71,12 +72,47 @@ pub trait Manager: Send + Sync + 'static {
         self.keepalive(conn)
     }
 
-    /// A cheap, non-blocking check run every time a connection is given back
-    /// (r2d2's `has_broken`), e.g. "has the peer closed the socket?". `true`
-    /// discards the connection instead of pooling it. The default is `false`.
+    /// A cheap, non-blocking liveness test: can this connection carry another
+    /// request, as far as can be told without a round trip? For a socket that
+    /// means "has the peer closed or reset it, or sent bytes nobody asked
+    /// for?" ([`runtime::net::peer_status`](crate::runtime::net::peer_status),
+    /// `TlsStream::peer_status`). `true` discards the connection.
+    ///
+    /// The pool runs it when a connection is given back (r2d2's
+    /// `has_broken`) and again, inline in the caller, when a connection that
+    /// sat idle is checked out, so that a connection the server closed while
+    /// it was idle (its idle timeout, a restart, a kill) is replaced before
+    /// anyone sends a request on it. It must not block: it runs on every
+    /// such checkout (about a syscall's cost for a socket check). The
+    /// default is `false`.
     fn has_broken(&self, conn: &mut Self::Connection) -> bool {
         let _ = conn;
         false
+    }
+
+    /// True if `error`, returned by [`new_connection`](Self::new_connection),
+    /// will not go away by trying again soon: a wrong password, a
+    /// certificate the server rejects, an unknown database. The pool then
+    /// waits its longest reconnect backoff before the next attempt, says so
+    /// in one log line, and checkouts fail at once with this error while no
+    /// connection is open (instead of waiting out the checkout timeout). The
+    /// default is `false`: every error is worth retrying with backoff.
+    fn is_permanent(&self, error: &Self::Error) -> bool {
+        let _ = error;
+        false
+    }
+
+    /// Say goodbye before the pool closes a connection: Redis `QUIT`, IMAP
+    /// `LOGOUT`, a TLS `close_notify`. Called whenever the pool closes a
+    /// connection (discarded, expired, idle too long, or the pool closing),
+    /// in a green thread of the pool's own under the health-check timeout
+    /// (past it the call is cancelled and the connection dropped), never
+    /// while anyone waits for it: the replacement opens meanwhile. The
+    /// connection may be broken (it was discarded for an error, perhaps with
+    /// a request half done), so send the goodbye and do not rely on reading
+    /// the reply. The default drops the connection.
+    fn close(&self, conn: Self::Connection) {
+        drop(conn);
     }
 
     /// The server's own idle timeout as seen on this connection, if the
