@@ -27,6 +27,9 @@ pub const DEFAULT_VALIDATE_AFTER: Duration = Duration::from_secs(5);
 /// `Manager::server_idle_timeout` on the first connection): 10 s. A connect
 /// that takes longer is cancelled and counts as a failed attempt.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default fail-fast grace: 1 s (see [`Builder::fail_fast`]). A backend
+/// restart shorter than this costs callers a wait, not an error.
+pub const DEFAULT_FAIL_FAST: Duration = Duration::from_secs(1);
 /// Largest pool [`Builder::size`] accepted: 10,000. Every slot may need a
 /// green thread of its own (a connector or a health check), and the runtime
 /// holds about 31,000 at once.
@@ -55,6 +58,9 @@ pub(crate) struct Config {
     pub validate_after: Option<Duration>,
     pub idle_timeout: Option<Duration>,
     pub max_lifetime: Option<Duration>,
+    /// How long a checkout waits while the backend is down (`None`: the
+    /// whole checkout timeout).
+    pub fail_fast: Option<Duration>,
     /// Injected spawn failures (tests).
     pub spawn_faults: Option<crate::testing::SpawnFaults>,
 }
@@ -76,6 +82,7 @@ impl Default for Config {
             validate_after: Some(DEFAULT_VALIDATE_AFTER),
             idle_timeout: None,
             max_lifetime: None,
+            fail_fast: Some(DEFAULT_FAIL_FAST),
             spawn_faults: None,
         }
     }
@@ -95,7 +102,8 @@ impl Default for Config {
 /// health-check timeout [`DEFAULT_HEALTH_CHECK_TIMEOUT`]; validation after
 /// [`DEFAULT_VALIDATE_AFTER`] idle; reconnect backoff
 /// [`DEFAULT_BACKOFF_MIN`]..[`DEFAULT_BACKOFF_MAX`]; no keepalive unless
-/// learnt from the server; no idle timeout; no maximum lifetime.
+/// learnt from the server; fail fast after [`DEFAULT_FAIL_FAST`] while the
+/// backend is down; no idle timeout; no maximum lifetime.
 ///
 /// ```
 /// use greenpool::{ConnectionPool, ErrorSet, Manager};
@@ -308,6 +316,31 @@ impl<M: Manager> Builder<M> {
         self
     }
 
+    /// Fail checkouts fast while the backend is down (default
+    /// [`DEFAULT_FAIL_FAST`]): when no connection is open and the pool's
+    /// connects have been failing for `grace`, a checkout fails at once with
+    /// [`Error::Unavailable`](crate::Error::Unavailable), carrying the last
+    /// connect error, instead of waiting out the checkout timeout; callers
+    /// already waiting give up too (at the next failed connect, so within
+    /// about the reconnect backoff after `grace`). With an error the manager
+    /// calls permanent ([`Manager::is_permanent`]: a wrong password) they
+    /// fail at once, without the grace. `Duration::ZERO` fails as soon as a
+    /// connect has failed with nothing open.
+    ///
+    /// The pool keeps reconnecting in the background either way, and a
+    /// checkout succeeds again as soon as a connection opens.
+    pub fn fail_fast(mut self, grace: Duration) -> Self {
+        self.cfg.fail_fast = Some(grace);
+        self
+    }
+
+    /// Never fail fast: while the backend is down, checkouts wait out their
+    /// whole timeout (geventconnpool's and r2d2's behaviour).
+    pub fn no_fail_fast(mut self) -> Self {
+        self.cfg.fail_fast = None;
+        self
+    }
+
     /// For tests: make the pool's green-thread spawns fail when `faults`
     /// says so, to prove that a runtime at its limit costs no slot. A failed
     /// spawn is handled as a real one: a connector that cannot start gives
@@ -344,6 +377,7 @@ impl<M: Manager> Builder<M> {
             &mut c.validate_after,
             &mut c.idle_timeout,
             &mut c.max_lifetime,
+            &mut c.fail_fast,
         ]
         .into_iter()
         .flatten()

@@ -74,36 +74,42 @@ fn run<M: Manager>(task: &Task<M>, mut slot: Slot<M>) {
             // here and the slot's token starts a fresh connector.
             if !shared.is_closed() {
                 slot.memory.failures = slot.memory.failures.saturating_add(1);
-                let report = {
-                    let mut st = shared.lock();
-                    st.counters.connect_failures += 1;
-                    st.health
-                        .failure(&shared.cfg.name, Arc::new(ConnectHung(limit)))
-                };
+                let report = shared
+                    .lock()
+                    .connect_failed(&shared.cfg, Arc::new(ConnectHung(limit)), false);
                 report.emit();
             }
             return;
         }
-        let error: SharedError = match attempt {
+        let (error, permanent): (SharedError, bool) = match attempt {
             Ok(Ok(Ok(raw))) => {
                 let conn = Conn::new(shared, raw);
                 log::debug!("pool {}: opened connection #{}", shared.cfg.name, conn.id);
                 return shared.add_connection(conn, slot);
             }
-            Ok(Ok(Err(e))) => e,
-            Ok(Err(e)) => Arc::new(e),
-            Err(payload) => Arc::new(ConnectPanic(
-                greenpool_runtime::panic_message(&*payload)
-                    .unwrap_or("non-string panic payload")
-                    .to_owned(),
-            )),
+            Ok(Ok(Err(e))) => (e, false),
+            Ok(Err(e)) => {
+                let permanent =
+                    panic::catch_unwind(AssertUnwindSafe(|| shared.manager.is_permanent(&e)))
+                        .unwrap_or(false);
+                (Arc::new(e), permanent)
+            }
+            Err(payload) => (
+                Arc::new(ConnectPanic(
+                    greenpool_runtime::panic_message(&*payload)
+                        .unwrap_or("non-string panic payload")
+                        .to_owned(),
+                )),
+                false,
+            ),
         };
         slot.memory.failures = slot.memory.failures.saturating_add(1);
-        let report = {
-            let mut st = shared.lock();
-            st.counters.connect_failures += 1;
-            st.health.failure(&shared.cfg.name, error)
-        };
+        if permanent {
+            // Trying again soon cannot help (a wrong password): wait the
+            // longest backoff, and do not grow the server's auth penalty.
+            slot.memory.backoff.to_max();
+        }
+        let report = shared.lock().connect_failed(&shared.cfg, error, permanent);
         report.emit();
     }
 }
@@ -206,7 +212,17 @@ pub(crate) struct ConnectHealth {
     failures: u64,
     failing_since: Option<Instant>,
     last_error: Option<SharedError>,
+    /// The manager said the last error will not go away by retrying.
+    permanent: bool,
     last_summary: Option<Instant>,
+}
+
+/// The pool is failing to connect: since when, the last error, and whether
+/// the manager called it permanent.
+pub(crate) struct Failing {
+    pub since: Instant,
+    pub error: SharedError,
+    pub permanent: bool,
 }
 
 impl ConnectHealth {
@@ -218,16 +234,50 @@ impl ConnectHealth {
             None
         }
     }
+
+    /// Since when and with what the pool is failing to connect, if it is.
+    pub fn failing(&self) -> Option<Failing> {
+        match (self.failures, self.failing_since, &self.last_error) {
+            (1.., Some(since), Some(error)) => Some(Failing {
+                since,
+                error: Arc::clone(error),
+                permanent: self.permanent,
+            }),
+            _ => None,
+        }
+    }
 }
 
 impl ConnectHealth {
-    /// Count a failed attempt. Reports the change from healthy to failing,
-    /// then a summary every [`FAILURE_SUMMARY_EVERY`]; single failures go to
-    /// `debug`.
-    pub fn failure(&mut self, name: &str, error: SharedError) -> HealthReport {
+    /// Count a failed attempt. Reports the change from healthy to failing
+    /// (and to a permanent error), then a summary every
+    /// [`FAILURE_SUMMARY_EVERY`]; single failures go to `debug`.
+    pub fn failure(
+        &mut self,
+        name: &str,
+        error: SharedError,
+        permanent: bool,
+        backoff_max: Duration,
+    ) -> HealthReport {
         let now = Instant::now();
         self.failures += 1;
-        let report = if self.failures == 1 {
+        let newly_permanent = permanent && !self.permanent;
+        self.permanent = permanent;
+        let report = if newly_permanent {
+            if self.failures == 1 {
+                self.failing_since = Some(now);
+            }
+            self.last_summary = Some(now);
+            HealthReport::new(
+                log::Level::Error,
+                format!(
+                    "pool {name}: cannot open a connection: {}; the manager says retrying \
+                     will not fix this (Manager::is_permanent): trying again every \
+                     {backoff_max:?}, and checkouts fail at once while no connection is open",
+                    describe(&*error)
+                ),
+            )
+        } else if self.failures == 1 {
             self.failing_since = Some(now);
             self.last_summary = Some(now);
             HealthReport::new(
@@ -283,6 +333,7 @@ impl ConnectHealth {
         self.failures = 0;
         self.failing_since = None;
         self.last_error = None;
+        self.permanent = false;
         report
     }
 }
@@ -338,6 +389,11 @@ impl Backoff {
     /// Start again from the shortest delay.
     pub fn reset(&mut self) {
         self.next = self.min;
+    }
+
+    /// Go straight to the longest delay.
+    pub fn to_max(&mut self) {
+        self.next = self.max;
     }
 
     pub fn next_delay(&mut self) -> Duration {

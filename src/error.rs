@@ -40,6 +40,25 @@ pub enum Error {
         /// The last of those validation errors.
         last_validation_error: Option<String>,
     },
+    /// The backend is down: no connection is open and the pool's connects
+    /// have been failing for longer than the fail-fast grace
+    /// ([`Builder::fail_fast`](crate::Builder::fail_fast)), or with an error
+    /// the manager calls permanent
+    /// ([`Manager::is_permanent`](crate::Manager::is_permanent)). The checkout
+    /// failed at once instead of waiting out its timeout; the pool keeps
+    /// reconnecting in the background.
+    Unavailable {
+        /// How long the caller waited.
+        waited: Duration,
+        /// The pool's size.
+        size: usize,
+        /// How long the connects have been failing.
+        failing_for: Duration,
+        /// The manager said the error will not go away by retrying.
+        permanent: bool,
+        /// The last connect error: the cause.
+        last_connect_error: SharedError,
+    },
     /// [`ConnectionPool::wait_ready`](crate::ConnectionPool::wait_ready) gave
     /// up: not all connections were open in time.
     NotReady {
@@ -63,6 +82,11 @@ impl Error {
         matches!(self, Error::Timeout { .. } | Error::NotReady { .. })
     }
 
+    /// True for [`Error::Unavailable`]: the backend is down.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Error::Unavailable { .. })
+    }
+
     /// True for [`Error::Closed`].
     pub fn is_closed(&self) -> bool {
         matches!(self, Error::Closed)
@@ -77,6 +101,10 @@ impl Error {
             }
             | Error::NotReady {
                 last_connect_error: Some(e),
+                ..
+            }
+            | Error::Unavailable {
+                last_connect_error: e,
                 ..
             } => Some(&**e),
             _ => None,
@@ -148,6 +176,28 @@ impl fmt::Display for Error {
                     None => f.write_str("; the others are still connecting"),
                 }
             }
+            Error::Unavailable {
+                waited,
+                size,
+                failing_for,
+                permanent,
+                last_connect_error,
+            } => {
+                write!(
+                    f,
+                    "no connection to the backend: none of {size} is open and every connect \
+                     for {failing_for:.1?} failed"
+                )?;
+                if *permanent {
+                    f.write_str(" with an error that retrying will not fix")?;
+                }
+                write!(
+                    f,
+                    "; gave up after {waited:.1?} instead of waiting out the checkout timeout \
+                     (Builder::fail_fast); the pool keeps trying in the background; last \
+                     connect error: {last_connect_error}"
+                )
+            }
             Error::Closed => f.write_str("the connection pool is closed"),
         }
     }
@@ -164,7 +214,7 @@ impl From<Error> for io::Error {
     fn from(e: Error) -> Self {
         let kind = match e {
             Error::Timeout { .. } | Error::NotReady { .. } => io::ErrorKind::TimedOut,
-            Error::Closed => io::ErrorKind::NotConnected,
+            Error::Unavailable { .. } | Error::Closed => io::ErrorKind::NotConnected,
         };
         io::Error::new(kind, e)
     }

@@ -109,8 +109,12 @@ impl<M: Manager> PooledConnection<M> {
     }
 
     /// `with`'s closure unwound (a panic or a cancellation): discard.
-    pub(crate) fn unwound(&mut self) {
-        self.discard = Some(DiscardReason::Panic);
+    pub(crate) fn unwound(&mut self, payload: &(dyn std::any::Any + Send)) {
+        self.discard = Some(if greenpool_runtime::is_cancellation(payload) {
+            DiscardReason::Cancelled
+        } else {
+            DiscardReason::Panic
+        });
         self.settled = true;
     }
 

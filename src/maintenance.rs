@@ -154,15 +154,46 @@ fn sweep<M: Manager>(shared: &Arc<Shared<M>>) {
     }
 }
 
-/// True if `conn` has been idle long enough to be validated before use. A
-/// connection handed straight from its connect to a waiting caller is not
-/// validated: it was just opened.
-pub(crate) fn needs_validation<M: Manager>(shared: &Shared<M>, conn: &Conn<M::Connection>) -> bool {
-    !conn.fresh
-        && shared
-            .cfg
-            .validate_after
-            .is_some_and(|t| shared.clock.now().since(conn.last_ok) >= t)
+/// What a connection needs before it is handed out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CheckoutCheck {
+    /// Nothing: checks are off, it was just opened, or it was handed over
+    /// straight from whoever gave it back.
+    None,
+    /// The cheap, non-blocking [`Manager::has_broken`]: it sat idle.
+    Quick,
+    /// `has_broken`, then [`Manager::validate`]: it sat idle longer than
+    /// `validate_after`, or since before a connection was found broken.
+    Full,
+}
+
+/// What `conn` needs before it is handed out; `from_idle` says it was taken
+/// from the idle list. `Builder::no_validation` turns every check off.
+pub(crate) fn checkout_check<M: Manager>(
+    shared: &Shared<M>,
+    conn: &Conn<M::Connection>,
+    from_idle: bool,
+) -> CheckoutCheck {
+    let Some(validate_after) = shared.cfg.validate_after else {
+        return CheckoutCheck::None;
+    };
+    if conn.fresh {
+        return CheckoutCheck::None;
+    }
+    if conn.epoch != shared.epoch() || shared.clock.now().since(conn.last_ok) >= validate_after {
+        CheckoutCheck::Full
+    } else if from_idle {
+        CheckoutCheck::Quick
+    } else {
+        CheckoutCheck::None
+    }
+}
+
+/// [`Manager::has_broken`] on a connection at checkout; a panic counts as
+/// broken.
+pub(crate) fn peer_closed<M: Manager>(shared: &Shared<M>, conn: &mut Conn<M::Connection>) -> bool {
+    let raw = &mut conn.raw;
+    panic::catch_unwind(AssertUnwindSafe(|| shared.manager.has_broken(raw))).unwrap_or(true)
 }
 
 /// Validate a checked-out connection within the health-check timeout and the
@@ -290,7 +321,7 @@ fn run_check<M: Manager>(task: &Task<M>, mut held: Held<M>, what: Check, reply: 
         Ok(()) => match reply {
             None => shared.keepalive_passed(held),
             Some(tx) => {
-                held.conn.last_ok = shared.clock.refresh();
+                shared.proved(&mut held.conn, shared.clock.refresh());
                 held.slot.memory.worked();
                 held.slot.reason = None;
                 // The caller gave up waiting: the connection goes back.

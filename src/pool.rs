@@ -21,11 +21,12 @@ use greenpool_runtime::{Deadline, JoinHandle, Wait};
 
 use crate::builder::{Builder, Config};
 use crate::clock::{CoarseClock, Millis};
-use crate::connector::{self, ConnectHealth};
+use crate::connector::{self, ConnectHealth, Failing, HealthReport};
+use crate::error::SharedError;
 use crate::deadlines;
 use crate::error::Error;
 use crate::guard::PooledConnection;
-use crate::maintenance;
+use crate::maintenance::{self, CheckoutCheck};
 use crate::manager::Manager;
 use crate::slot::{Held, Memory, Role, Slot};
 use crate::stats::{Counters, DiscardReason, State};
@@ -98,6 +99,10 @@ pub(crate) struct Conn<C> {
     /// Handed straight from its connect to a waiting caller, never idle: a
     /// connection that was just opened is not validated.
     pub fresh: bool,
+    /// The pool's suspicion epoch when the connection last proved itself
+    /// (see [`Shared::suspect_idle`]): older means "idle since before a
+    /// connection was found broken", so it is validated before use.
+    pub epoch: u64,
     /// The slot's memory while the connection is idle (a token carries it
     /// otherwise).
     pub memory: Option<Memory>,
@@ -118,6 +123,7 @@ impl<C> Conn<C> {
             last_ok: now,
             expires,
             fresh: true,
+            epoch: shared.epoch(),
             memory: None,
         }
     }
@@ -186,6 +192,39 @@ impl<M: Manager> PoolState<M> {
         self.idle.len() + self.in_use + self.checking
     }
 
+    /// Count a failed connect attempt. While no connection is open, waiters
+    /// are woken to see whether they should fail fast.
+    pub fn connect_failed(
+        &mut self,
+        cfg: &Config,
+        error: SharedError,
+        permanent: bool,
+    ) -> FailureReport<M> {
+        self.counters.connect_failures += 1;
+        let log = self
+            .health
+            .failure(&cfg.name, error, permanent, cfg.backoff_max);
+        let wake = if self.open() == 0 && cfg.fail_fast.is_some() {
+            self.waiters.iter().cloned().collect()
+        } else {
+            Vec::new()
+        };
+        FailureReport { log, wake }
+    }
+
+    /// The pool is down — no connection open, connects failing for longer
+    /// than the fail-fast grace, or with a permanent error — so a checkout
+    /// should fail now rather than wait out its timeout.
+    fn down(&self, cfg: &Config) -> Option<Failing> {
+        let grace = cfg.fail_fast?;
+        if self.open() > 0 {
+            return None;
+        }
+        self.health
+            .failing()
+            .filter(|f| f.permanent || f.since.elapsed() >= grace)
+    }
+
     /// Count a new token in `role`.
     pub fn count(&mut self, role: Role) {
         match role {
@@ -251,6 +290,24 @@ impl<M: Manager> PoolState<M> {
     }
 }
 
+/// A connect failure recorded under the pool lock: its log line, and the
+/// waiters to wake so that they can fail fast. [`emit`](Self::emit) both
+/// once the lock is released.
+#[must_use = "call emit() once the pool lock is released"]
+pub(crate) struct FailureReport<M: Manager> {
+    log: HealthReport,
+    wake: Vec<Arc<Waiter<M>>>,
+}
+
+impl<M: Manager> FailureReport<M> {
+    pub fn emit(self) {
+        self.log.emit();
+        for w in self.wake {
+            w.unpark();
+        }
+    }
+}
+
 /// Where [`PoolState::deliver`] put a connection.
 #[must_use]
 enum Delivered<M: Manager> {
@@ -286,6 +343,9 @@ pub(crate) struct Shared<M: Manager> {
     /// When a failed spawn was last logged (coarse clock; 0: never).
     last_spawn_failure_log: AtomicU64,
     pub clock: CoarseClock,
+    /// Suspicion epoch: bumped whenever a connection is found broken, so
+    /// that every connection idle since before then proves itself first.
+    epoch: AtomicU64,
     /// Background green threads alive (connectors, maintenance, health checks).
     tasks: AtomicUsize,
 }
@@ -475,6 +535,7 @@ impl<M: Manager> ConnectionPool<M> {
             next_task: AtomicU64::new(1),
             last_spawn_failure_log: AtomicU64::new(0),
             clock: CoarseClock::new(),
+            epoch: AtomicU64::new(0),
             tasks: AtomicUsize::new(0),
             cfg,
         });
@@ -544,14 +605,30 @@ impl<M: Manager> ConnectionPool<M> {
         // takes none.
         let mut attempt: Option<Attempt> = None;
         loop {
-            let held = match shared.try_checkout()? {
-                Some(held) => held,
+            let (mut held, from_idle) = match shared.try_checkout()? {
+                Some(held) => (held, true),
                 None => {
                     let a = attempt.get_or_insert_with(|| Attempt::new(timeout));
                     shared.checkout(a, pool_timeout)?
                 }
             };
-            if !maintenance::needs_validation(shared, &held.conn) {
+            let check = maintenance::checkout_check(shared, &held.conn, from_idle);
+            if check == CheckoutCheck::None {
+                return Ok(PooledConnection::new(Arc::clone(shared), held));
+            }
+            // The cheap test first: a connection whose peer closed it while
+            // it sat idle never costs a round trip (or a caller's request).
+            if maintenance::peer_closed(shared, &mut held.conn) {
+                held.slot.reason = Some(DiscardReason::Closed);
+                let a = attempt.get_or_insert_with(|| Attempt::new(timeout));
+                a.failed_check("the peer closed it while it was idle (Manager::has_broken)");
+                shared.discard(held);
+                if a.deadline.is_expired() {
+                    return Err(shared.timeout_error(&mut shared.lock(), a));
+                }
+                continue;
+            }
+            if check == CheckoutCheck::Quick {
                 return Ok(PooledConnection::new(Arc::clone(shared), held));
             }
             let a = attempt.get_or_insert_with(|| Attempt::new(timeout));
@@ -565,9 +642,7 @@ impl<M: Manager> ConnectionPool<M> {
                 Err(e) => {
                     // Discarded and replaced: try the next one within the
                     // same deadline, and keep this caller's place in line.
-                    a.validation_failures += 1;
-                    a.last_validation_error = Some(e);
-                    a.front = true;
+                    a.failed_check(&e);
                     if a.deadline.is_expired() {
                         return Err(shared.timeout_error(&mut shared.lock(), a));
                     }
@@ -598,7 +673,7 @@ impl<M: Manager> ConnectionPool<M> {
                 conn.check(result)
             }
             Err(payload) => {
-                conn.unwound();
+                conn.unwound(&*payload);
                 drop(conn);
                 panic::resume_unwind(payload)
             }
@@ -674,6 +749,14 @@ pub(crate) struct Attempt {
 }
 
 impl Attempt {
+    /// A connection this caller was given failed its checkout check (and
+    /// was discarded): it tries the next, first in line.
+    fn failed_check(&mut self, why: &str) {
+        self.validation_failures += 1;
+        self.last_validation_error = Some(why.to_owned());
+        self.front = true;
+    }
+
     fn new(timeout: Option<Duration>) -> Self {
         Attempt {
             start: Instant::now(),
@@ -725,6 +808,26 @@ impl<M: Manager> Shared<M> {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// A connection was found broken (it failed, failed a health check, or
+    /// its peer closed it while idle): every connection idle since before
+    /// now must prove itself before it is handed out. When the server
+    /// restarts or a middlebox drops every idle connection at once, this
+    /// costs one failed attempt, not one per pooled connection (SQLAlchemy's
+    /// pessimistic invalidation).
+    pub fn suspect_idle(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// `conn` worked just now: in working order as of the current epoch.
+    pub fn proved(&self, conn: &mut Conn<M::Connection>, now: Millis) {
+        conn.last_ok = now;
+        conn.epoch = self.epoch();
+    }
+
     /// Take an idle connection if there is one; never waits.
     fn try_checkout(self: &Arc<Self>) -> Result<Option<Held<M>>, Error> {
         let mut st = self.lock();
@@ -735,14 +838,23 @@ impl<M: Manager> Shared<M> {
     }
 
     /// Take an idle connection, or wait in line for one until the deadline.
-    fn checkout(self: &Arc<Self>, a: &Attempt, pool_timeout: bool) -> Result<Held<M>, Error> {
+    /// Also says whether the connection came from the idle list (rather than
+    /// handed over by whoever gave it back or opened it).
+    fn checkout(
+        self: &Arc<Self>,
+        a: &Attempt,
+        pool_timeout: bool,
+    ) -> Result<(Held<M>, bool), Error> {
         let deadline = a.deadline;
         let mut st = self.lock();
         if self.is_closed() {
             return Err(Error::Closed);
         }
         if let Some(held) = st.take_idle(self) {
-            return Ok(held);
+            return Ok((held, true));
+        }
+        if let Some(e) = self.unavailable_error(&mut st, a) {
+            return Err(e);
         }
         if deadline.is_expired() {
             return Err(self.timeout_error(&mut st, a));
@@ -791,7 +903,7 @@ impl<M: Manager> Shared<M> {
                 (None, Wait::Expired) => Ok(()),
             };
             if let Some(held) = waiter.slot.take() {
-                return Ok(held);
+                return Ok((held, false));
             }
             let cancelled = parked == Err(ParkError::Canceled);
             if parked == Err(ParkError::Timeout) {
@@ -803,8 +915,8 @@ impl<M: Manager> Shared<M> {
             } else {
                 deadline.is_expired()
             };
-            if cancelled || expired || self.is_closed() {
-                return self.abandon_wait(&waiter, cancelled, a);
+            if cancelled || expired || self.is_closed() || self.lock().down(&self.cfg).is_some() {
+                return self.abandon_wait(&waiter, cancelled, a).map(|h| (h, false));
             }
             // Woken with nothing to take and time left: wait again.
         }
@@ -835,8 +947,23 @@ impl<M: Manager> Shared<M> {
         match held {
             Some(held) => Ok(held),
             None if self.is_closed() => Err(Error::Closed),
-            None => Err(self.timeout_error(&mut st, a)),
+            None => Err(self
+                .unavailable_error(&mut st, a)
+                .unwrap_or_else(|| self.timeout_error(&mut st, a))),
         }
+    }
+
+    /// [`Error::Unavailable`] if the pool is down (see [`PoolState::down`]).
+    fn unavailable_error(&self, st: &mut PoolState<M>, a: &Attempt) -> Option<Error> {
+        let down = st.down(&self.cfg)?;
+        st.counters.unavailable += 1;
+        Some(Error::Unavailable {
+            waited: a.start.elapsed(),
+            size: self.cfg.size,
+            failing_for: down.since.elapsed(),
+            permanent: down.permanent,
+            last_connect_error: down.error,
+        })
     }
 
     /// Count a checkout that timed out and say what happened.
@@ -861,7 +988,7 @@ impl<M: Manager> Shared<M> {
             held.slot.reason = Some(DiscardReason::Expired);
             return self.discard(held);
         }
-        held.conn.last_ok = now;
+        self.proved(&mut held.conn, now);
         held.conn.fresh = false;
         let first_work = held.slot.memory.worked();
         let mut st = self.lock();
@@ -928,7 +1055,7 @@ impl<M: Manager> Shared<M> {
 
     /// A keepalive proved a connection alive: put it back.
     pub fn keepalive_passed(self: &Arc<Self>, mut held: Held<M>) {
-        held.conn.last_ok = self.clock.refresh();
+        self.proved(&mut held.conn, self.clock.refresh());
         let first_work = held.slot.memory.worked();
         let mut st = self.lock();
         st.counters.keepalives += 1;

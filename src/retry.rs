@@ -238,8 +238,10 @@ impl Retry {
     }
 
     /// Also retry a checkout that timed out
-    /// ([`Error::Timeout`](crate::Error::Timeout); default: no, see
-    /// [`Retry`]). Each such attempt waits up to the pool's checkout timeout
+    /// ([`Error::Timeout`](crate::Error::Timeout)) or failed fast while the
+    /// backend was down ([`Error::Unavailable`](crate::Error::Unavailable),
+    /// unless the manager called the error permanent); default: no, see
+    /// [`Retry`]. Each such attempt waits up to the pool's checkout timeout
     /// again, so the whole call can take `(max_failures + 1)` of them.
     pub fn retry_pool_timeouts(mut self, yes: bool) -> Self {
         self.retry_pool_timeouts = yes;
@@ -318,7 +320,9 @@ impl Retry {
         let mut next = Some(error);
         while let Some(e) = next {
             if let Some(pool_error) = e.downcast_ref::<crate::Error>() {
-                return self.retry_pool_timeouts && pool_error.is_timeout();
+                let transient = pool_error.is_timeout()
+                    || matches!(pool_error, crate::Error::Unavailable { permanent: false, .. });
+                return self.retry_pool_timeouts && transient;
             }
             next = crate::error_set::chain_next(e);
         }

@@ -143,12 +143,20 @@ impl std::error::Error for DiedYoung {}
 
 /// Discard reasons that say something about the server, so that a
 /// connection discarded for one before it did useful work is a failed
-/// connect. A panic, an explicit discard and an expiry say nothing.
+/// connect. A panic, a cancellation, an explicit discard and an expiry say
+/// nothing.
 fn blames_the_server(reason: DiscardReason) -> bool {
+    matches!(reason, DiscardReason::Broken) || casts_doubt_on_idle(reason)
+}
+
+/// Discard reasons that make every connection idle since then suspect
+/// ([`Shared::suspect_idle`]). Not `Broken`: `has_broken` on return also
+/// reports an HTTP `Connection: close` after a good response.
+fn casts_doubt_on_idle(reason: DiscardReason) -> bool {
     matches!(
         reason,
         DiscardReason::Error
-            | DiscardReason::Broken
+            | DiscardReason::Closed
             | DiscardReason::Keepalive
             | DiscardReason::Validation
     )
@@ -176,11 +184,13 @@ impl<M: Manager> Drop for Slot<M> {
                         _ => DiscardReason::Panic,
                     });
                     st.counters.discarded.count(reason);
+                    if casts_doubt_on_idle(reason) {
+                        shared.suspect_idle();
+                    }
                     if !memory.useful && blames_the_server(reason) {
                         memory.failures = memory.failures.saturating_add(1);
-                        st.counters.connect_failures += 1;
                         let error: SharedError = Arc::new(DiedYoung(reason));
-                        report = Some(st.health.failure(&shared.cfg.name, error));
+                        report = Some(st.connect_failed(&shared.cfg, error, false));
                     }
                 }
                 memory.useful = false;

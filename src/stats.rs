@@ -14,6 +14,13 @@ pub enum DiscardReason {
     Explicit,
     /// [`Manager::has_broken`](crate::Manager::has_broken) said so on return.
     Broken,
+    /// [`Manager::has_broken`](crate::Manager::has_broken) said so at
+    /// checkout: the peer closed or reset the connection while it was idle.
+    Closed,
+    /// The green thread holding it was cancelled (e.g. by
+    /// [`runtime::timeout`](crate::runtime::timeout)): its work stopped at an
+    /// unknown point.
+    Cancelled,
     /// [`Manager::keepalive`](crate::Manager::keepalive) failed, panicked or
     /// timed out.
     Keepalive,
@@ -31,6 +38,8 @@ impl fmt::Display for DiscardReason {
             DiscardReason::Panic => "panic",
             DiscardReason::Explicit => "explicit",
             DiscardReason::Broken => "broken",
+            DiscardReason::Closed => "closed by the peer while idle",
+            DiscardReason::Cancelled => "cancelled",
             DiscardReason::Keepalive => "keepalive",
             DiscardReason::Validation => "validation",
             DiscardReason::Expired => "expired",
@@ -40,6 +49,7 @@ impl fmt::Display for DiscardReason {
 
 /// Connections discarded, by reason.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Discards {
     /// Failed with an error in the pool's error set.
     pub error: u64,
@@ -47,8 +57,12 @@ pub struct Discards {
     pub panic: u64,
     /// Discarded explicitly.
     pub explicit: u64,
-    /// Reported broken by `Manager::has_broken`.
+    /// Reported broken by `Manager::has_broken` on return.
     pub broken: u64,
+    /// Found closed by the peer at checkout (`Manager::has_broken`).
+    pub closed: u64,
+    /// The holder's green thread was cancelled.
+    pub cancelled: u64,
     /// Failed a keepalive.
     pub keepalive: u64,
     /// Failed validation at checkout.
@@ -64,6 +78,8 @@ impl Discards {
             + self.panic
             + self.explicit
             + self.broken
+            + self.closed
+            + self.cancelled
             + self.keepalive
             + self.validation
             + self.expired
@@ -75,6 +91,8 @@ impl Discards {
             DiscardReason::Panic => &mut self.panic,
             DiscardReason::Explicit => &mut self.explicit,
             DiscardReason::Broken => &mut self.broken,
+            DiscardReason::Closed => &mut self.closed,
+            DiscardReason::Cancelled => &mut self.cancelled,
             DiscardReason::Keepalive => &mut self.keepalive,
             DiscardReason::Validation => &mut self.validation,
             DiscardReason::Expired => &mut self.expired,
@@ -85,6 +103,7 @@ impl Discards {
 
 /// Totals since the pool started.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Counters {
     /// Connections opened.
     pub created: u64,
@@ -104,6 +123,10 @@ pub struct Counters {
     ///
     /// [`try_get`]: crate::ConnectionPool::try_get
     pub checkout_timeouts: u64,
+    /// Checkouts that failed fast with
+    /// [`Error::Unavailable`](crate::Error::Unavailable): no connection was
+    /// open and the connects were failing.
+    pub unavailable: u64,
     /// Keepalive calls that succeeded.
     pub keepalives: u64,
 }

@@ -235,6 +235,29 @@ pub fn panic_message(payload: &(dyn Any + Send)) -> Option<&str> {
         .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
 }
 
+/// True if a caught unwind is a cancellation of the green thread (see
+/// [`JoinHandle::cancel`]) rather than a panic: code that catches unwinds
+/// (`std::panic::catch_unwind`) can tell "this work was stopped from
+/// outside" from "this code has a bug". Either way the unwind should be
+/// continued with `std::panic::resume_unwind`.
+///
+/// ```
+/// use greenpool_runtime::{is_cancellation, sleep, spawn};
+/// use std::time::Duration;
+/// let h = spawn(|| {
+///     let caught = std::panic::catch_unwind(|| sleep(Duration::from_secs(60)));
+///     let payload = caught.unwrap_err();
+///     assert!(is_cancellation(&*payload));
+///     std::panic::resume_unwind(payload)
+/// });
+/// h.cancel();
+/// assert!(h.join().unwrap_err().is_cancelled());
+/// assert!(!is_cancellation(&"a panic message"));
+/// ```
+pub fn is_cancellation(payload: &(dyn Any + Send)) -> bool {
+    is_cancel_payload(payload)
+}
+
 /// True if a panic payload is may's cancellation marker, `generator::Error::Cancel`
 /// (may unwinds a cancelled coroutine with it).
 fn is_cancel_payload(payload: &(dyn Any + Send)) -> bool {
