@@ -107,7 +107,7 @@ fn run<M: Manager>(task: &Task<M>, mut slot: Slot<M>) {
         if permanent {
             // Trying again soon cannot help (a wrong password): wait the
             // longest backoff, and do not grow the server's auth penalty.
-            slot.memory.backoff.to_max();
+            slot.memory.backoff.saturate();
         }
         let report = shared.lock().connect_failed(&shared.cfg, error, permanent);
         report.emit();
@@ -392,7 +392,7 @@ impl Backoff {
     }
 
     /// Go straight to the longest delay.
-    pub fn to_max(&mut self) {
+    pub fn saturate(&mut self) {
         self.next = self.max;
     }
 

@@ -48,7 +48,7 @@ fn run<M: Manager>(task: Task<M>) {
     let shared = &task.shared;
     loop {
         if shared.is_closed() {
-            return;
+            return finish_goodbyes(shared);
         }
         let learnt = shared.lock().learnt_keepalive;
         // A keepalive learnt after this read posts the kick: not missed.
@@ -56,9 +56,18 @@ fn run<M: Manager>(task: Task<M>) {
         // A timed-out wait resumes on may's timer thread; go back to a worker.
         greenpool_runtime::yield_now();
         if shared.is_closed() {
-            return;
+            return finish_goodbyes(shared);
         }
         sweep(shared);
+    }
+}
+
+/// After the pool closed: hold every `Manager::close` still running to its
+/// deadline, then end.
+fn finish_goodbyes<M: Manager>(shared: &Arc<Shared<M>>) {
+    while shared.goodbyes_running() > 0 {
+        shared.enforce_deadlines(Instant::now());
+        greenpool_runtime::sleep(MIN_TICK);
     }
 }
 

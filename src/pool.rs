@@ -82,6 +82,9 @@ impl<M: Manager> Drop for Handle<M> {
     }
 }
 
+/// The role of a background task that runs `Manager::close`.
+const GOODBYE: &str = "goodbye";
+
 /// How often a pool that cannot start green threads says so.
 const SPAWN_FAILURE_LOG_EVERY: Duration = Duration::from_secs(10);
 
@@ -161,6 +164,9 @@ pub(crate) struct Running {
     deadline: Option<Instant>,
     cancelled: bool,
     keepalive: bool,
+    /// A `Manager::close` call: not cancelled when the pool closes (a closing
+    /// pool says goodbye too), only past its deadline.
+    goodbye: bool,
 }
 
 pub(crate) struct PoolState<M: Manager> {
@@ -379,6 +385,7 @@ impl<M: Manager> Task<M> {
             Running {
                 deadline,
                 keepalive: role == "keepalive",
+                goodbye: role == GOODBYE,
                 ..Running::default()
             },
         );
@@ -391,7 +398,7 @@ impl<M: Manager> Task<M> {
         let mut st = shared.lock();
         match st.running.get_mut(&id) {
             Some(r) => {
-                if r.cancelled || shared.is_closed() {
+                if r.cancelled || (shared.is_closed() && !r.goodbye) {
                     r.cancelled = true;
                     handle.cancel();
                 }
@@ -995,7 +1002,7 @@ impl<M: Manager> Shared<M> {
         if self.is_closed() {
             drop(st);
             // The token gives the slot back; nothing replaces it.
-            return drop(held);
+            return self.retire(held);
         }
         let report = first_work.then(|| st.health.recovered(&self.cfg.name));
         let delivered = st.deliver(held);
@@ -1012,7 +1019,7 @@ impl<M: Manager> Shared<M> {
         let mut st = self.lock();
         if self.is_closed() {
             drop(st);
-            return drop(held);
+            return self.retire(held);
         }
         let delivered = st.deliver(held);
         drop(st);
@@ -1021,7 +1028,7 @@ impl<M: Manager> Shared<M> {
 
     /// Close a connection and open a replacement in the background (the
     /// slot's token does that when it drops); `held.slot.reason` says why.
-    pub fn discard(&self, held: Held<M>) {
+    pub fn discard(self: &Arc<Self>, held: Held<M>) {
         if !self.is_closed() {
             log::debug!(
                 "pool {}: discarding connection #{} ({})",
@@ -1030,8 +1037,45 @@ impl<M: Manager> Shared<M> {
                 held.slot.reason.unwrap_or(DiscardReason::Explicit)
             );
         }
-        // Closed outside the lock (a destructor may do IO), then the token.
-        drop(held);
+        self.retire(held);
+    }
+
+    /// Give the slot back (its token opens a replacement unless the pool is
+    /// closed), then close the connection: the replacement opens while the
+    /// old connection says goodbye. Call outside the lock.
+    fn retire(self: &Arc<Self>, held: Held<M>) {
+        let Held { conn, slot } = held;
+        drop(slot);
+        self.close_conn(conn);
+    }
+
+    /// Close a connection the pool is done with: `Manager::close` in a
+    /// green thread of its own, under the health-check timeout (enforced by
+    /// maintenance, which keeps running after the pool closes until every
+    /// goodbye has ended). Never blocks the caller. If no green thread can
+    /// be started, the connection is just dropped.
+    pub fn close_conn(self: &Arc<Self>, conn: Conn<M::Connection>) {
+        let raw = conn.raw;
+        let id = conn.id;
+        let deadline = crate::connector::deadline_after(self.cfg.health_check_timeout);
+        // A spawn that fails drops the closure, and the connection with it.
+        let spawned = Task::spawn(self, GOODBYE, deadline, move |task| {
+            let manager = &task.shared.manager;
+            if panic::catch_unwind(AssertUnwindSafe(|| manager.close(raw))).is_err() {
+                log::debug!(
+                    "pool {}: Manager::close of connection #{id} panicked or was cancelled",
+                    task.shared.cfg.name
+                );
+            }
+        });
+        if let Err(e) = spawned {
+            self.spawn_failed(GOODBYE, &e, "closing the connection without a goodbye");
+        }
+    }
+
+    /// Goodbyes still running (see [`close_conn`](Self::close_conn)).
+    pub fn goodbyes_running(&self) -> usize {
+        self.lock().running.values().filter(|r| r.goodbye).count()
     }
 
     /// A connector opened a connection: hand it out.
@@ -1041,7 +1085,7 @@ impl<M: Manager> Shared<M> {
         let mut st = self.lock();
         if self.is_closed() {
             drop(st);
-            return drop(held);
+            return self.retire(held);
         }
         st.counters.created += 1;
         let delivered = st.deliver(held);
@@ -1061,7 +1105,7 @@ impl<M: Manager> Shared<M> {
         st.counters.keepalives += 1;
         if self.is_closed() {
             drop(st);
-            return drop(held);
+            return self.retire(held);
         }
         let report = first_work.then(|| st.health.recovered(&self.cfg.name));
         let delivered = st.deliver(held);
@@ -1129,7 +1173,7 @@ impl<M: Manager> Shared<M> {
         }
     }
 
-    pub fn close(&self) {
+    pub fn close(self: &Arc<Self>) {
         if self.closed.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -1139,8 +1183,9 @@ impl<M: Manager> Shared<M> {
             let waiters: Vec<_> = st.waiters.drain(..).collect();
             let ready = std::mem::take(&mut st.ready_waiters);
             // Connectors and health checks stop now, even in a hung connect
-            // or check: they unwind at their next blocking call.
-            for r in st.running.values_mut() {
+            // or check: they unwind at their next blocking call. Goodbyes
+            // run to their deadline.
+            for r in st.running.values_mut().filter(|r| !r.goodbye) {
                 r.cancelled = true;
                 if let Some(h) = &r.handle {
                     h.cancel();
@@ -1154,6 +1199,11 @@ impl<M: Manager> Shared<M> {
             idle.len(),
             waiters.len()
         );
+        // Goodbyes first: maintenance, once kicked, holds them to their
+        // deadline before it ends.
+        for conn in idle {
+            self.close_conn(conn);
+        }
         self.maintenance_kick.post();
         self.watcher_kick.post();
         for b in ready {
@@ -1162,6 +1212,5 @@ impl<M: Manager> Shared<M> {
         for w in waiters {
             w.blocker.unpark();
         }
-        drop(idle);
     }
 }

@@ -81,7 +81,10 @@ fn redis_idle_timeout_with_validation_alone_no_failures() {
     };
     eprintln!("redis idle timeout, validation only: {failures} failures; {s:?}");
     assert_eq!(failures, 0, "{s:?}");
-    assert_eq!(s.counters.discarded.validation, 4, "{s:?}");
+    // Found at checkout: most by the cheap has_broken (the server's FIN),
+    // any left by validation.
+    let d = s.counters.discarded;
+    assert_eq!(d.closed + d.validation, 4, "{s:?}");
 }
 
 #[test]
