@@ -74,9 +74,10 @@ fn run<M: Manager>(task: &Task<M>, mut slot: Slot<M>) {
             // here and the slot's token starts a fresh connector.
             if !shared.is_closed() {
                 slot.memory.failures = slot.memory.failures.saturating_add(1);
-                let report = shared
-                    .lock()
-                    .connect_failed(&shared.cfg, Arc::new(ConnectHung(limit)), false);
+                let report =
+                    shared
+                        .lock()
+                        .connect_failed(&shared.cfg, Arc::new(ConnectHung(limit)), false);
                 report.emit();
             }
             return;

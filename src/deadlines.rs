@@ -10,6 +10,10 @@
 //! than the one the watcher sleeps towards (it kicks the watcher when it is):
 //! under steady load the watcher wakes about once per timeout period, not
 //! once per checkout.
+//!
+//! It also enforces the deadlines of the pool's background tasks, so that a
+//! validation (whose caller waits for it without a timer) is cancelled at
+//! its deadline, not at the next maintenance tick.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -39,6 +43,9 @@ fn run<M: Manager>(task: Task<M>) {
             return;
         }
         let now = Instant::now();
+        // Validations past their deadline (and any other task) are cancelled
+        // here, on time: their callers wait without timers of their own.
+        shared.enforce_deadlines(now);
         let (expired, next) = {
             let mut st = shared.lock();
             let mut expired = Vec::new();
@@ -53,7 +60,11 @@ fn run<M: Manager>(task: Task<M>) {
                 _ => true,
             });
             // O(waiters), but only once per wake-up, which is rare.
-            let next = st.waiters.iter().filter_map(|w| w.watched_deadline).min();
+            let next_waiter = st.waiters.iter().filter_map(|w| w.watched_deadline).min();
+            let next = match (next_waiter, Shared::next_task_deadline(&st)) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             st.watcher_wakes_at = next;
             (expired, next)
         };

@@ -159,7 +159,8 @@ fn sweep<M: Manager>(shared: &Arc<Shared<M>>) {
         crate::connector::spawn(shared, Memory::new(shared));
     }
     for held in due {
-        spawn_check(shared, held, Check::Keepalive, None);
+        let deadline = crate::connector::deadline_after(shared.cfg.health_check_timeout);
+        spawn_check(shared, held, Check::Keepalive, None, deadline);
     }
 }
 
@@ -208,8 +209,10 @@ pub(crate) fn peer_closed<M: Manager>(shared: &Shared<M>, conn: &mut Conn<M::Con
 /// Validate a checked-out connection within the health-check timeout and the
 /// caller's deadline. On failure it is discarded (and replaced) and the
 /// reason is returned. The check runs in a green thread of its own that owns
-/// the connection and its slot until it has really ended; the caller waits on
-/// its own timer, so an OS thread times out whatever the green threads do.
+/// the connection and its slot until it has really ended. A caller in a
+/// green thread waits without a timer of its own: the pool's deadline
+/// watcher cancels a check at its deadline, and the check then answers. An
+/// OS thread waits on its own timer, whatever the green threads do.
 pub(crate) fn validate<M: Manager>(
     shared: &Arc<Shared<M>>,
     held: Held<M>,
@@ -222,10 +225,22 @@ pub(crate) fn validate<M: Manager>(
         shared.give_back_unchecked(held);
         return Err("no time left for the validation before the checkout deadline".to_owned());
     };
+    let task_deadline = crate::connector::deadline_after(wait);
+    let watched = greenpool_runtime::is_green() && shared.has_watcher();
     let (tx, rx) = mpsc::channel();
-    let Some(task) = spawn_check(shared, held, Check::Validate, Some(tx)) else {
+    let Some(task) = spawn_check(shared, held, Check::Validate, Some(tx), task_deadline) else {
         return Err("cannot start a green thread for the validation".to_owned());
     };
+    if watched {
+        if let Some(at) = task_deadline {
+            shared.watch_deadline(at);
+        }
+        // The check always answers: with its verdict, or, cancelled at its
+        // deadline or by close, with the reason.
+        return rx
+            .recv()
+            .unwrap_or_else(|_| Err("the validation was cancelled (the pool closed)".to_owned()));
+    }
     let reply = rx.recv_timeout(wait);
     // A timed-out wait resumes on may's timer thread.
     greenpool_runtime::yield_now();
@@ -257,6 +272,7 @@ fn spawn_check<M: Manager>(
     mut held: Held<M>,
     what: Check,
     reply: Option<Reply<M>>,
+    deadline: Option<Instant>,
 ) -> Option<u64> {
     let reason = match what {
         Check::Keepalive => DiscardReason::Keepalive,
@@ -264,17 +280,13 @@ fn spawn_check<M: Manager>(
     };
     // Counted so if the check never runs or unwinds.
     held.slot.reason = Some(reason);
-    let limit = shared.cfg.health_check_timeout;
     let role = match what {
         Check::Keepalive => "keepalive",
         Check::Validate => "validation",
     };
-    let spawned = Task::spawn(
-        shared,
-        role,
-        crate::connector::deadline_after(limit),
-        move |task| run_check(&task, held, what, reply),
-    );
+    let spawned = Task::spawn(shared, role, deadline, move |task| {
+        run_check(&task, held, what, reply)
+    });
     match spawned {
         Ok(task) => Some(task),
         Err(e) => {

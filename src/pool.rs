@@ -22,9 +22,9 @@ use greenpool_runtime::{Deadline, JoinHandle, Wait};
 use crate::builder::{Builder, Config};
 use crate::clock::{CoarseClock, Millis};
 use crate::connector::{self, ConnectHealth, Failing, HealthReport};
-use crate::error::SharedError;
 use crate::deadlines;
 use crate::error::Error;
+use crate::error::SharedError;
 use crate::guard::PooledConnection;
 use crate::maintenance::{self, CheckoutCheck};
 use crate::manager::Manager;
@@ -464,6 +464,27 @@ impl<M: Manager> Shared<M> {
         }
     }
 
+    /// True if the deadline watcher runs (it may fail to start).
+    pub fn has_watcher(&self) -> bool {
+        self.has_watcher.load(Ordering::Acquire)
+    }
+
+    /// Have the deadline watcher wake by `at`: a task deadline (a
+    /// validation's) that it must enforce on time.
+    pub fn watch_deadline(&self, at: Instant) {
+        let kick = {
+            let mut st = self.lock();
+            let earlier = st.watcher_wakes_at.is_none_or(|wakes| at < wakes);
+            if earlier {
+                st.watcher_wakes_at = Some(at);
+            }
+            earlier
+        };
+        if kick {
+            self.watcher_kick.post();
+        }
+    }
+
     /// Cancel background task `id`, if it still runs.
     pub fn cancel_task(&self, id: u64) {
         let mut st = self.lock();
@@ -473,6 +494,15 @@ impl<M: Manager> Shared<M> {
                 h.cancel();
             }
         }
+    }
+
+    /// The earliest deadline of a task not yet cancelled.
+    pub fn next_task_deadline(st: &PoolState<M>) -> Option<Instant> {
+        st.running
+            .values()
+            .filter(|r| !r.cancelled)
+            .filter_map(|r| r.deadline)
+            .min()
     }
 
     /// Cancel every task past its deadline; returns how many keepalives run.
@@ -710,9 +740,11 @@ impl<M: Manager> ConnectionPool<M> {
         &self.shared().manager
     }
 
-    /// Close the pool. Idle connections are closed now; callers waiting in
-    /// [`get`](Self::get) and every later `get` fail with [`Error::Closed`];
-    /// connections still checked out are closed when their guard drops;
+    /// Close the pool. Idle connections are closed now (each says goodbye
+    /// through [`Manager::close`] in a green thread of its own, bounded by
+    /// the health-check timeout); callers waiting in [`get`](Self::get) and
+    /// every later `get` fail with [`Error::Closed`]; connections still
+    /// checked out are closed the same way when their guard drops;
     /// background tasks stop: connects and health checks in progress are
     /// cancelled (they unwind at their next blocking runtime call, closing
     /// what they hold). Returns without waiting for them. Idempotent; also

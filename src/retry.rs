@@ -321,7 +321,13 @@ impl Retry {
         while let Some(e) = next {
             if let Some(pool_error) = e.downcast_ref::<crate::Error>() {
                 let transient = pool_error.is_timeout()
-                    || matches!(pool_error, crate::Error::Unavailable { permanent: false, .. });
+                    || matches!(
+                        pool_error,
+                        crate::Error::Unavailable {
+                            permanent: false,
+                            ..
+                        }
+                    );
                 return self.retry_pool_timeouts && transient;
             }
             next = crate::error_set::chain_next(e);

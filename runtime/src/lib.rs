@@ -64,7 +64,9 @@ pub mod tls;
 
 pub use config::{init, Config, ConfigError, WORKERS_ENV};
 pub use group::{GreenPool, Group};
-pub use task::{is_cancellation, is_green, panic_message, spawn, yield_now, Builder, JoinError, JoinHandle};
+pub use task::{
+    is_cancellation, is_green, panic_message, spawn, yield_now, Builder, JoinError, JoinHandle,
+};
 pub use time::{clamp_timeout, sleep, timeout, timeout_with, Deadline, Elapsed, Wait};
 
 /// The underlying coroutine library, for what this crate does not wrap.
