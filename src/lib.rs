@@ -82,6 +82,7 @@ mod connector;
 mod deadlines;
 mod error;
 mod error_set;
+pub mod error_type;
 mod guard;
 #[cfg(feature = "http")]
 pub mod http;
@@ -89,9 +90,11 @@ mod maintenance;
 mod manager;
 mod pool;
 mod retry;
+mod scoped;
 mod slot;
 mod stats;
 pub mod testing;
+mod unwind_safety;
 
 pub use builder::{
     Builder, DEFAULT_BACKOFF_MAX, DEFAULT_BACKOFF_MIN, DEFAULT_CHECKOUT_TIMEOUT,
@@ -100,6 +103,7 @@ pub use builder::{
 };
 pub use error::{BuildError, Error};
 pub use error_set::ErrorSet;
+pub use error_type::AsStdError;
 pub use guard::PooledConnection;
 pub use manager::Manager;
 pub use pool::ConnectionPool;
