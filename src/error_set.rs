@@ -39,7 +39,11 @@ impl Matcher {
 /// [`std::io::Error`], the analogue of Python's `socket.error`.
 ///
 /// An `io::Error` made with `io::Error::new(kind, inner)` is looked through:
-/// `inner` and its own sources are part of the chain.
+/// `inner` and its own sources are part of the chain, and so are a boxed
+/// error and an `anyhow::Error` (see [`AsStdError`]).
+///
+/// Whatever the pool's set, a connection whose work timed out is discarded
+/// too (see [`PooledConnection::check`](crate::PooledConnection::check)).
 ///
 /// ```
 /// use greenpool::ErrorSet;
@@ -130,10 +134,12 @@ impl ErrorSet {
     /// let set = ErrorSet::io().or(ErrorSet::when(|e: &ImapError| matches!(e, ImapError::Bye)));
     /// assert!(set.matches(&ImapError::Bye));
     /// assert!(!set.matches(&ImapError::No("over quota".into())));
-    /// // looked for through the chain, like every matcher
+    /// // looked for through the chain, like every matcher, and into boxes
     /// let bye = ErrorSet::when(|e: &ImapError| matches!(e, ImapError::Bye));
     /// assert!(bye.matches(&std::io::Error::other(ImapError::Bye)));
     /// assert!(!bye.matches(&std::io::Error::other("bye")));
+    /// let boxed: Box<dyn std::error::Error + Send + Sync> = Box::new(ImapError::Bye);
+    /// assert!(bye.matches(&boxed));
     /// ```
     pub fn when<T, F>(f: F) -> Self
     where
