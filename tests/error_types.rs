@@ -9,25 +9,12 @@ use std::error::Error as StdError;
 use std::io;
 use std::time::Duration;
 
-use common::{wait_until, Mock};
+use common::{mock_pool as pool, wait_until, Mock};
 use greenpool::{retry, ConnectionPool, ErrorSet, Retry};
 
 const LONG: Duration = Duration::from_secs(10);
 
 type BoxError = Box<dyn StdError + Send + Sync>;
-
-fn pool(size: usize, set: ErrorSet) -> ConnectionPool<Mock> {
-    let p = ConnectionPool::builder()
-        .size(size)
-        .checkout_timeout(LONG)
-        .discard_on(set)
-        // Discards in a row back off; keep the reconnects quick.
-        .reconnect_backoff(Duration::from_millis(1), Duration::from_millis(2))
-        .build(Mock::default())
-        .unwrap();
-    p.wait_ready(LONG).unwrap();
-    p
-}
 
 fn reset() -> io::Error {
     io::Error::new(io::ErrorKind::ConnectionReset, "peer reset")

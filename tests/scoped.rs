@@ -7,25 +7,12 @@ mod common;
 use std::io;
 use std::time::Duration;
 
-use common::{wait_until, Mock};
+use common::{mock_pool as pool, wait_until, Mock};
 use greenpool::runtime::Elapsed;
 use greenpool::testing::{LineManager, TestServer};
 use greenpool::{retry, ConnectionPool, ErrorSet, Retry};
 
 const LONG: Duration = Duration::from_secs(10);
-
-fn pool(size: usize, set: ErrorSet) -> ConnectionPool<Mock> {
-    let p = ConnectionPool::builder()
-        .size(size)
-        .checkout_timeout(LONG)
-        .discard_on(set)
-        // Discards in a row back off; keep the reconnects quick.
-        .reconnect_backoff(Duration::from_millis(1), Duration::from_millis(2))
-        .build(Mock::default())
-        .unwrap();
-    p.wait_ready(LONG).unwrap();
-    p
-}
 
 fn err(kind: io::ErrorKind) -> io::Error {
     io::Error::new(kind, format!("{kind:?}"))
@@ -144,17 +131,24 @@ fn pool_retry_never_reruns_on_a_connection_the_pool_kept() {
     assert_eq!(old_ids, vec![ids[0]; 6]);
 
     // A reset is discarded and retried on the replacement.
+    let ids = fails_once(&p, io::ErrorKind::ConnectionReset);
+    assert_ne!(ids[0], ids[1]);
+}
+
+/// `pool.retry` of an operation that fails once with `kind`, then succeeds:
+/// the connection ids of the attempts.
+fn fails_once(p: &ConnectionPool<Mock>, kind: io::ErrorKind) -> Vec<u64> {
     let mut ids = Vec::new();
     let v = p.retry(|c| {
         ids.push(c.id);
         if ids.len() == 1 {
-            Err(err(io::ErrorKind::ConnectionReset))
+            Err(err(kind))
         } else {
             Ok(c.id)
         }
     });
-    assert_eq!(v.unwrap(), ids[1]);
-    assert_ne!(ids[0], ids[1]);
+    assert_eq!(v.unwrap(), *ids.last().unwrap());
+    ids
 }
 
 #[test]
@@ -226,16 +220,7 @@ fn timed_out_work_is_discarded_whatever_the_set_says() {
 #[test]
 fn pool_retry_retries_a_timeout_on_a_fresh_connection() {
     let p = pool(1, ErrorSet::kind(io::ErrorKind::ConnectionReset));
-    let mut ids = Vec::new();
-    let v = p.retry(|c| {
-        ids.push(c.id);
-        if ids.len() == 1 {
-            Err(err(io::ErrorKind::TimedOut))
-        } else {
-            Ok(())
-        }
-    });
-    assert!(v.is_ok());
+    let ids = fails_once(&p, io::ErrorKind::TimedOut);
     assert_eq!(ids.len(), 2);
     assert_ne!(ids[0], ids[1]);
 }
