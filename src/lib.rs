@@ -67,10 +67,15 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! What blocks: [`ConnectionPool::get`] and [`ConnectionPool::with`] block the
-//! calling green thread (or OS thread) until a connection is free, up to the
-//! checkout timeout; everything else returns at once. See [`Builder`] for
-//! every option and its default.
+//! What blocks: [`ConnectionPool::get`] and [`ConnectionPool::with`] (and
+//! [`with_guard`](ConnectionPool::with_guard),
+//! [`retry`](ConnectionPool::retry)) block the calling green thread (or OS
+//! thread) until a connection is free, up to the checkout timeout; everything
+//! else returns at once. See [`Builder`] for every option and its default.
+//!
+//! Errors: the closures may fail with any `std::error::Error`, a
+//! `Box<dyn Error + Send + Sync>` or (feature `anyhow`) an `anyhow::Error`;
+//! see [`error_type`].
 
 #![warn(missing_docs)]
 
