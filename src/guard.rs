@@ -17,9 +17,10 @@ use crate::stats::DiscardReason;
 /// Derefs to the connection. When dropped it goes back into the pool, unless
 /// it is to be discarded: [`discard`](Self::discard) was called, a `Result`
 /// passed through [`check`](Self::check) was an `Err` in the pool's
-/// [`ErrorSet`](crate::ErrorSet) or a timeout, [`Manager::has_broken`] says so, or the
-/// guard is dropped by an unwind (a panic or a cancellation). A discarded
-/// connection is closed and a replacement is opened in the background.
+/// [`ErrorSet`](crate::ErrorSet) or a timeout, [`Manager::has_broken`] says
+/// so, or the guard is dropped by an unwind (a panic or a cancellation). A
+/// discarded connection is closed and a replacement is opened in the
+/// background.
 ///
 /// [`ConnectionPool::with`](crate::ConnectionPool::with) knows exactly when
 /// its closure unwound. A guard from [`get`](crate::ConnectionPool::get) can

@@ -66,7 +66,8 @@ where
 /// A retry policy (geventconnpool's `@retry`), built once and reused.
 ///
 /// - An error in the policy's set ([`on`](Self::on); default any
-///   `io::Error`, or the pool's discard set in [`with`](Self::with)) is retried, after [`interval`](Self::interval) (growing with
+///   `io::Error`, or the pool's discard set in [`with`](Self::with)) is
+///   retried, after [`interval`](Self::interval) (growing with
 ///   [`backoff`](Self::backoff) if set), until there have been more than
 ///   [`max_failures`](Self::max_failures) failures; then the last error is
 ///   returned as it is, so `?` keeps working.
