@@ -192,7 +192,11 @@ impl<M: Manager> Builder<M> {
     /// Errors that mean "this connection is broken" (default [`ErrorSet::io`]).
     /// A `Result` passed through [`PooledConnection::check`](crate::PooledConnection::check)
     /// or returned from [`with`](ConnectionPool::with) whose error is in this
-    /// set discards the connection; any other error gives it back.
+    /// set discards the connection; any other error gives it back, except a
+    /// timeout (an `io::Error` of kind `TimedOut` in the chain, or
+    /// [`runtime::Elapsed`](crate::runtime::Elapsed)), which always discards
+    /// it: its stream is out of step. [`ConnectionPool::retry`] retries on
+    /// the same errors.
     pub fn discard_on(mut self, set: ErrorSet) -> Self {
         self.cfg.discard_on = set;
         self

@@ -5,6 +5,8 @@ use std::fmt;
 use std::io;
 use std::sync::Arc;
 
+use crate::error_type::AsStdError;
+
 type Predicate = Arc<dyn Fn(&(dyn StdError + 'static)) -> bool + Send + Sync>;
 
 #[derive(Clone)]
@@ -37,7 +39,11 @@ impl Matcher {
 /// [`std::io::Error`], the analogue of Python's `socket.error`.
 ///
 /// An `io::Error` made with `io::Error::new(kind, inner)` is looked through:
-/// `inner` and its own sources are part of the chain.
+/// `inner` and its own sources are part of the chain, and so are a boxed
+/// error and an `anyhow::Error` (see [`AsStdError`]).
+///
+/// Whatever the pool's set, a connection whose work timed out is discarded
+/// too (see [`PooledConnection::check`](crate::PooledConnection::check)).
 ///
 /// ```
 /// use greenpool::ErrorSet;
@@ -128,10 +134,12 @@ impl ErrorSet {
     /// let set = ErrorSet::io().or(ErrorSet::when(|e: &ImapError| matches!(e, ImapError::Bye)));
     /// assert!(set.matches(&ImapError::Bye));
     /// assert!(!set.matches(&ImapError::No("over quota".into())));
-    /// // looked for through the chain, like every matcher
+    /// // looked for through the chain, like every matcher, and into boxes
     /// let bye = ErrorSet::when(|e: &ImapError| matches!(e, ImapError::Bye));
     /// assert!(bye.matches(&std::io::Error::other(ImapError::Bye)));
     /// assert!(!bye.matches(&std::io::Error::other("bye")));
+    /// let boxed: Box<dyn std::error::Error + Send + Sync> = Box::new(ImapError::Bye);
+    /// assert!(bye.matches(&boxed));
     /// ```
     pub fn when<T, F>(f: F) -> Self
     where
@@ -171,8 +179,16 @@ impl ErrorSet {
     }
 
     /// True if `err`, or any error in its source chain, is in the set.
-    pub fn matches<E: StdError + 'static>(&self, err: &E) -> bool {
-        self.matches_dyn(err)
+    ///
+    /// `err` is any error type the pool accepts (see [`AsStdError`]): a
+    /// `std::error::Error`, a `Box<dyn Error + Send + Sync>` (the boxed error
+    /// and its chain are looked at), or an `anyhow::Error` (feature
+    /// `anyhow`).
+    pub fn matches<E, Via>(&self, err: &E) -> bool
+    where
+        E: AsStdError<Via>,
+    {
+        self.matches_dyn(err.as_std_error())
     }
 
     /// [`matches`](Self::matches) for a trait object.
@@ -208,6 +224,38 @@ pub(crate) fn settle_after_io_timeout(err: &(dyn StdError + 'static)) {
         }
         next = chain_next(e);
     }
+}
+
+/// True if `err` says that an operation on a connection timed out: an
+/// `io::Error` of kind `TimedOut`, or a [`greenpool_runtime::Elapsed`],
+/// anywhere in its source chain. Such a connection is out of step (the reply
+/// to the request that timed out may still arrive and would be read as the
+/// next request's), so the pool discards it whatever its error set says.
+///
+/// The walk stops at a [`crate::Error`]: a checkout of some pool that timed
+/// out (converted into an `io::Error` of kind `TimedOut`) says nothing about
+/// the connection in hand, and what it carries (the last connect error) is
+/// about other connections.
+pub(crate) fn is_stream_timeout(err: &(dyn StdError + 'static)) -> bool {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if e.is::<crate::Error>() {
+            return false;
+        }
+        if e.is::<greenpool_runtime::Elapsed>()
+            || e.downcast_ref::<io::Error>()
+                .is_some_and(|io| io.kind() == io::ErrorKind::TimedOut && !wraps_pool_error(io))
+        {
+            return true;
+        }
+        next = chain_next(e);
+    }
+    false
+}
+
+/// `io::Error::from(greenpool::Error)`: the pool's own failure, not an IO one.
+fn wraps_pool_error(io: &io::Error) -> bool {
+    io.get_ref().is_some_and(|inner| inner.is::<crate::Error>())
 }
 
 fn is_type<T: StdError + 'static>(e: &(dyn StdError + 'static)) -> bool {

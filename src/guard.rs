@@ -1,12 +1,12 @@
 //! [`PooledConnection`]: the guard that hands out a connection.
 
-use std::error::Error as StdError;
 use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::error_type::AsStdError;
 use crate::manager::Manager;
 use crate::pool::{Conn, Shared};
 use crate::slot::Held;
@@ -17,9 +17,10 @@ use crate::stats::DiscardReason;
 /// Derefs to the connection. When dropped it goes back into the pool, unless
 /// it is to be discarded: [`discard`](Self::discard) was called, a `Result`
 /// passed through [`check`](Self::check) was an `Err` in the pool's
-/// [`ErrorSet`](crate::ErrorSet), [`Manager::has_broken`] says so, or the
-/// guard is dropped by an unwind (a panic or a cancellation). A discarded
-/// connection is closed and a replacement is opened in the background.
+/// [`ErrorSet`](crate::ErrorSet) or a timeout, [`Manager::has_broken`] says
+/// so, or the guard is dropped by an unwind (a panic or a cancellation). A
+/// discarded connection is closed and a replacement is opened in the
+/// background.
 ///
 /// [`ConnectionPool::with`](crate::ConnectionPool::with) knows exactly when
 /// its closure unwound. A guard from [`get`](crate::ConnectionPool::get) can
@@ -62,15 +63,36 @@ impl<M: Manager> PooledConnection<M> {
     /// Pass a result through the guard: an `Err` in the pool's error set marks
     /// the connection to be discarded when the guard drops. The result is
     /// returned unchanged, so this reads as `conn.check(do_io(&mut conn))?`.
-    pub fn check<T, E: StdError + 'static>(&mut self, result: Result<T, E>) -> Result<T, E> {
+    ///
+    /// An `Err` that says the operation timed out (an `io::Error` of kind
+    /// `TimedOut` anywhere in its source chain, or a
+    /// [`runtime::Elapsed`](crate::runtime::Elapsed)) marks it too, whatever
+    /// the error set says: a request that timed out may still get its reply,
+    /// and the next request on the connection would read that reply as its
+    /// own. (A pool's own checkout timeout in the chain does not count: it
+    /// says nothing about this connection.)
+    ///
+    /// `E` is any error type the pool accepts: see
+    /// [`AsStdError`](crate::AsStdError).
+    pub fn check<T, E, Via>(&mut self, result: Result<T, E>) -> Result<T, E>
+    where
+        E: AsStdError<Via>,
+    {
         if let Err(e) = &result {
+            let e = e.as_std_error();
             crate::error_set::settle_after_io_timeout(e);
-            if self.shared.cfg.discard_on.matches(e) {
+            let timed_out = crate::error_set::is_stream_timeout(e);
+            if timed_out || self.shared.cfg.discard_on.matches_dyn(e) {
                 log::debug!(
-                    "pool {}: connection #{} failed with {}; it will be discarded",
+                    "pool {}: connection #{} failed with {}; it will be discarded{}",
                     self.shared.cfg.name,
                     self.id(),
-                    crate::connector::describe(e)
+                    crate::connector::describe(e),
+                    if timed_out {
+                        " (a timed-out connection is out of step)"
+                    } else {
+                        ""
+                    }
                 );
                 self.discard = Some(DiscardReason::Error);
             }

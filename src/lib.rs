@@ -67,10 +67,15 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! What blocks: [`ConnectionPool::get`] and [`ConnectionPool::with`] block the
-//! calling green thread (or OS thread) until a connection is free, up to the
-//! checkout timeout; everything else returns at once. See [`Builder`] for
-//! every option and its default.
+//! What blocks: [`ConnectionPool::get`] and [`ConnectionPool::with`] (and
+//! [`with_guard`](ConnectionPool::with_guard),
+//! [`retry`](ConnectionPool::retry)) block the calling green thread (or OS
+//! thread) until a connection is free, up to the checkout timeout; everything
+//! else returns at once. See [`Builder`] for every option and its default.
+//!
+//! Errors: the closures may fail with any `std::error::Error`, a
+//! `Box<dyn Error + Send + Sync>` or (feature `anyhow`) an `anyhow::Error`;
+//! see [`error_type`].
 
 #![warn(missing_docs)]
 
@@ -82,6 +87,7 @@ mod connector;
 mod deadlines;
 mod error;
 mod error_set;
+pub mod error_type;
 mod guard;
 #[cfg(feature = "http")]
 pub mod http;
@@ -89,9 +95,11 @@ mod maintenance;
 mod manager;
 mod pool;
 mod retry;
+mod scoped;
 mod slot;
 mod stats;
 pub mod testing;
+mod unwind_safety;
 
 pub use builder::{
     Builder, DEFAULT_BACKOFF_MAX, DEFAULT_BACKOFF_MIN, DEFAULT_CHECKOUT_TIMEOUT,
@@ -100,6 +108,7 @@ pub use builder::{
 };
 pub use error::{BuildError, Error};
 pub use error_set::ErrorSet;
+pub use error_type::AsStdError;
 pub use guard::PooledConnection;
 pub use manager::Manager;
 pub use pool::ConnectionPool;

@@ -9,9 +9,7 @@
 //! (FIFO hand-off); it is never put where a newcomer could take it first.
 
 use std::collections::{HashMap, VecDeque};
-use std::error::Error as StdError;
 use std::fmt;
-use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, TryLockError};
 use std::time::{Duration, Instant};
@@ -591,7 +589,7 @@ impl<M: Manager> ConnectionPool<M> {
         }
     }
 
-    fn shared(&self) -> &Arc<Shared<M>> {
+    pub(crate) fn shared(&self) -> &Arc<Shared<M>> {
         &self.handle.shared
     }
 
@@ -684,35 +682,6 @@ impl<M: Manager> ConnectionPool<M> {
                         return Err(shared.timeout_error(&mut shared.lock(), a));
                     }
                 }
-            }
-        }
-    }
-
-    /// Run `f` on a pooled connection and give the connection back, or
-    /// discard it if `f` fails with an error in the pool's
-    /// [`ErrorSet`](crate::ErrorSet) or unwinds (a panic or a cancellation of
-    /// this green thread, caught here and then continued).
-    ///
-    /// Blocks like [`get`](Self::get) first; a checkout failure is converted
-    /// into `E` with `From<greenpool::Error>` (provided for `io::Error`).
-    pub fn with<T, E, F>(&self, f: F) -> Result<T, E>
-    where
-        F: FnOnce(&mut M::Connection) -> Result<T, E>,
-        E: From<Error> + StdError + 'static,
-    {
-        let mut conn = self.get()?;
-        // Catch an unwind here rather than ask the thread in the guard's
-        // drop: `std::thread::panicking` is per OS thread, not per green
-        // thread.
-        match panic::catch_unwind(AssertUnwindSafe(|| f(&mut conn))) {
-            Ok(result) => {
-                conn.returned();
-                conn.check(result)
-            }
-            Err(payload) => {
-                conn.unwound(&*payload);
-                drop(conn);
-                panic::resume_unwind(payload)
             }
         }
     }

@@ -6,6 +6,15 @@
 //! of `retry(|| pool.with(..))` runs on a different connection: the failed one
 //! is gone before the next attempt checks out, and if no other connection is
 //! idle the attempt waits for the replacement.
+//!
+//! That holds only while the retry's set is no wider than the pool's discard
+//! set. [`ConnectionPool::retry`] (and [`Retry::with`]) make it hold by
+//! retrying on exactly the errors the pool discards on: its
+//! [`discard_on`](crate::Builder::discard_on) set plus timeouts, which the
+//! pool always discards. `retry(|| pool.with(..))` retries on its own set
+//! (default: any `io::Error`) whatever the pool's set is; an error the
+//! pool does not discard is then retried on whatever connection comes next,
+//! possibly the same one.
 
 use std::borrow::Cow;
 use std::error::Error as StdError;
@@ -13,6 +22,9 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::error_set::ErrorSet;
+use crate::error_type::AsStdError;
+use crate::manager::Manager;
+use crate::pool::ConnectionPool;
 
 /// Largest backoff factor [`Retry::backoff`] keeps.
 const MAX_BACKOFF_FACTOR: f64 = 1_000_000.0;
@@ -32,7 +44,9 @@ pub const UNBOUNDED_MIN_INTERVAL: Duration = Duration::from_millis(10);
 
 /// Call `f`, and call it again while it fails with an error in the default
 /// set (any [`std::io::Error`] in the source chain), up to
-/// [`DEFAULT_MAX_FAILURES`] failures. See [`Retry`] for every option.
+/// [`DEFAULT_MAX_FAILURES`] failures. See [`Retry`] for every option, and
+/// [`ConnectionPool::retry`] for a retry that follows the pool's own discard
+/// set. `E` is any error type the pool accepts ([`AsStdError`]).
 ///
 /// ```no_run
 /// # use greenpool::{retry, ConnectionPool, Manager};
@@ -41,10 +55,10 @@ pub const UNBOUNDED_MIN_INTERVAL: Duration = Duration::from_millis(10);
 /// let v = retry(|| pool.with(|c| talk(c)))?;
 /// # Ok(()) }
 /// ```
-pub fn retry<T, E, F>(f: F) -> Result<T, E>
+pub fn retry<T, E, F, Via>(f: F) -> Result<T, E>
 where
     F: FnMut() -> Result<T, E>,
-    E: StdError + 'static,
+    E: AsStdError<Via>,
 {
     Retry::new().call(f)
 }
@@ -52,7 +66,8 @@ where
 /// A retry policy (geventconnpool's `@retry`), built once and reused.
 ///
 /// - An error in the policy's set ([`on`](Self::on); default any
-///   `io::Error`) is retried, after [`interval`](Self::interval) (growing with
+///   `io::Error`, or the pool's discard set in [`with`](Self::with)) is
+///   retried, after [`interval`](Self::interval) (growing with
 ///   [`backoff`](Self::backoff) if set), until there have been more than
 ///   [`max_failures`](Self::max_failures) failures; then the last error is
 ///   returned as it is, so `?` keeps working.
@@ -95,6 +110,8 @@ where
 #[derive(Debug, Clone)]
 pub struct Retry {
     on: ErrorSet,
+    /// `on` was set: [`Retry::with`] uses it instead of the pool's own set.
+    on_set: bool,
     max_failures: Option<u32>,
     interval: Duration,
     backoff: Option<(f64, Duration)>,
@@ -112,6 +129,7 @@ impl Default for Retry {
     fn default() -> Self {
         Retry {
             on: ErrorSet::io(),
+            on_set: false,
             max_failures: Some(DEFAULT_MAX_FAILURES),
             interval: Duration::ZERO,
             backoff: None,
@@ -144,9 +162,12 @@ impl Retry {
         Self::default()
     }
 
-    /// The errors to retry (matched through the source chain).
+    /// The errors to retry (matched through the source chain). Default:
+    /// any `io::Error`; in [`with`](Self::with), the errors the pool
+    /// discards on.
     pub fn on(mut self, set: ErrorSet) -> Self {
         self.on = set;
+        self.on_set = true;
         self
     }
 
@@ -257,21 +278,68 @@ impl Retry {
         self
     }
 
-    /// Run `f` under this policy and return its final result.
-    pub fn call<T, E, F>(&self, f: F) -> Result<T, E>
+    /// Run `f` under this policy and return its final result. `E` is any
+    /// error type the pool accepts ([`AsStdError`]).
+    pub fn call<T, E, F, Via>(&self, f: F) -> Result<T, E>
     where
         F: FnMut() -> Result<T, E>,
-        E: StdError + 'static,
+        E: AsStdError<Via>,
     {
         self.run(f).result
     }
 
     /// Run `f` under this policy; the outcome also tells how many attempts
     /// were made.
-    pub fn run<T, E, F>(&self, mut f: F) -> RetryOutcome<T, E>
+    pub fn run<T, E, F, Via>(&self, f: F) -> RetryOutcome<T, E>
     where
         F: FnMut() -> Result<T, E>,
-        E: StdError + 'static,
+        E: AsStdError<Via>,
+    {
+        self.run_on(|e| self.on.matches_dyn(e), f)
+    }
+
+    /// Run `f` on a connection of `pool` (like
+    /// [`ConnectionPool::with`]) under this policy, retrying by default on
+    /// exactly the errors the pool discards the connection on: its
+    /// [`discard_on`](crate::Builder::discard_on) set, and timeouts (see
+    /// [`PooledConnection::check`](crate::PooledConnection::check)). So every
+    /// retry runs on a connection other than the one that failed, and an
+    /// error that leaves the connection in the pool is returned at once.
+    /// [`on`](Self::on) replaces that set; an error in it that the pool does
+    /// not discard on is then retried on whatever connection comes next,
+    /// possibly the same one.
+    ///
+    /// ```no_run
+    /// # use greenpool::{ConnectionPool, Manager, Retry};
+    /// # use std::time::Duration;
+    /// # fn talk(_c: &mut ()) -> std::io::Result<u32> { Ok(1) }
+    /// # fn demo<M: Manager<Connection = ()>>(pool: &ConnectionPool<M>) -> std::io::Result<()> {
+    /// let policy = Retry::new().max_failures(10).interval(Duration::from_millis(50));
+    /// let v = policy.with(pool, |c| talk(c))?;
+    /// # Ok(()) }
+    /// ```
+    pub fn with<M, T, E, F, Via>(&self, pool: &ConnectionPool<M>, mut f: F) -> Result<T, E>
+    where
+        M: Manager,
+        F: FnMut(&mut M::Connection) -> Result<T, E>,
+        E: From<crate::Error> + AsStdError<Via>,
+    {
+        let attempt = || pool.with(&mut f);
+        if self.on_set {
+            self.run_on(|e| self.on.matches_dyn(e), attempt).result
+        } else {
+            self.run_on(|e| pool.discards_on(e), attempt).result
+        }
+    }
+
+    fn run_on<T, E, F, Via>(
+        &self,
+        retry_on: impl Fn(&(dyn StdError + 'static)) -> bool,
+        mut f: F,
+    ) -> RetryOutcome<T, E>
+    where
+        F: FnMut() -> Result<T, E>,
+        E: AsStdError<Via>,
     {
         let mut attempt: u32 = 0;
         let mut wait = self.interval;
@@ -286,7 +354,8 @@ impl Retry {
                 }
                 Err(e) => e,
             };
-            if !self.on.matches(&error) || !self.may_retry_pool_error(&error) {
+            let e = error.as_std_error();
+            if !retry_on(e) || !self.may_retry_pool_error(e) {
                 return RetryOutcome {
                     result: Err(error),
                     attempts: attempt,
@@ -294,13 +363,13 @@ impl Retry {
             }
             let failures = attempt;
             if self.max_failures.is_some_and(|max| failures > max) {
-                self.log(self.give_up_level, &self.give_up_message, attempt, &error);
+                self.log(self.give_up_level, &self.give_up_message, attempt, e);
                 return RetryOutcome {
                     result: Err(error),
                     attempts: attempt,
                 };
             }
-            self.log(self.retry_level, &self.retry_message, attempt, &error);
+            self.log(self.retry_level, &self.retry_message, attempt, e);
             let mut delay = self.jittered(wait);
             if self.max_failures.is_none() {
                 delay = delay.max(UNBOUNDED_MIN_INTERVAL);

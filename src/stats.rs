@@ -6,7 +6,8 @@ use std::fmt;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum DiscardReason {
-    /// Work on it failed with an error in the pool's [`ErrorSet`](crate::ErrorSet).
+    /// Work on it failed with an error in the pool's [`ErrorSet`](crate::ErrorSet),
+    /// or timed out (see [`PooledConnection::check`](crate::PooledConnection::check)).
     Error,
     /// The code holding it panicked.
     Panic,
@@ -51,7 +52,7 @@ impl fmt::Display for DiscardReason {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Discards {
-    /// Failed with an error in the pool's error set.
+    /// Failed with an error in the pool's error set, or timed out.
     pub error: u64,
     /// The holder panicked.
     pub panic: u64,

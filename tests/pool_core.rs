@@ -537,3 +537,49 @@ fn the_pool_checkout_timeout_is_enforced_for_many_waiters() {
     assert_eq!(s.waiting, 0);
     assert_eq!(s.counters.checkout_timeouts, 21);
 }
+
+/// A manager whose connection is not `RefUnwindSafe` (a `Cell`): the pool is
+/// unwind-safe whatever `M` is.
+struct CellManager;
+impl greenpool::Manager for CellManager {
+    type Connection = std::cell::Cell<u32>;
+    type Error = io::Error;
+    fn new_connection(&self) -> io::Result<Self::Connection> {
+        Ok(std::cell::Cell::new(0))
+    }
+}
+
+#[test]
+fn public_types_are_unwind_safe() {
+    use std::panic::{RefUnwindSafe, UnwindSafe};
+    fn unwind_safe<T: UnwindSafe + RefUnwindSafe>() {}
+    fn unwind_safe_by_value<T: UnwindSafe>() {}
+    unwind_safe::<ConnectionPool<Mock>>();
+    unwind_safe::<ConnectionPool<CellManager>>();
+    unwind_safe::<ConnectionPool<greenpool::testing::LineManager>>();
+    unwind_safe::<ConnectionPool<greenpool::http::HttpManager>>();
+    unwind_safe::<greenpool::Builder<Mock>>();
+    unwind_safe::<greenpool::Builder<CellManager>>();
+    unwind_safe::<greenpool::Error>();
+    unwind_safe::<greenpool::BuildError>();
+    unwind_safe::<ErrorSet>();
+    unwind_safe::<greenpool::Retry>();
+    unwind_safe::<greenpool::State>();
+    unwind_safe::<greenpool::PooledConnection<Mock>>();
+    // Moved into catch_unwind, a guard is dropped by the unwind (and its
+    // connection discarded), whatever the connection type; by reference it
+    // follows the connection type.
+    unwind_safe_by_value::<greenpool::PooledConnection<CellManager>>();
+
+    // In use: no AssertUnwindSafe needed around a pool, a policy or a set.
+    let p = pool(1);
+    let policy = greenpool::Retry::new().max_failures(0);
+    let set = ErrorSet::io();
+    let r = std::panic::catch_unwind(|| {
+        let _ = policy.call(|| p.with(|_c| Err::<(), _>(io::Error::other("x"))));
+        assert!(set.matches(&io::Error::other("y")));
+        panic!("boom");
+    });
+    assert!(r.is_err());
+    assert!(wait_until(LONG, || p.state().open == 1 && p.state().idle == 1));
+}

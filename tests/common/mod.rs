@@ -22,6 +22,23 @@ pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// A ready pool of `size` [`Mock`] connections that discards on `set`, with a
+/// 10 s checkout timeout and a reconnect backoff of a few milliseconds (a
+/// test that discards several connections in a row need not wait for the
+/// backoff to grow).
+pub fn mock_pool(size: usize, set: greenpool::ErrorSet) -> greenpool::ConnectionPool<Mock> {
+    let long = Duration::from_secs(10);
+    let p = greenpool::ConnectionPool::builder()
+        .size(size)
+        .checkout_timeout(long)
+        .discard_on(set)
+        .reconnect_backoff(Duration::from_millis(1), Duration::from_millis(2))
+        .build(Mock::default())
+        .unwrap();
+    p.wait_ready(long).unwrap();
+    p
+}
+
 /// A manager whose connections are plain values: no network, full control.
 #[derive(Default)]
 pub struct Mock {
