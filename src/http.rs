@@ -501,6 +501,10 @@ impl Manager for HttpManager {
         !c.is_reusable() || !c.peer_status().is_idle()
     }
 
+    fn close(&self, mut c: HttpConnection) {
+        c.say_goodbye();
+    }
+
     fn server_idle_timeout(&self, c: &mut HttpConnection) -> Option<Duration> {
         self.origin
             .server_idle_timeout
@@ -753,6 +757,17 @@ impl HttpConnection {
             Some(s) if !s.buffer().is_empty() => PeerStatus::Pending,
             Some(s) => s.get_mut().peer_status(),
             None => PeerStatus::Closed,
+        }
+    }
+
+    /// Over TLS, send `close_notify` (best effort, without waiting for the
+    /// server's); the socket closes when the connection drops.
+    fn say_goodbye(&mut self) {
+        #[cfg(feature = "tls")]
+        if let Some(s) = &mut self.stream {
+            if let Transport::Tls(tls) = s.get_mut() {
+                tls.close();
+            }
         }
     }
 

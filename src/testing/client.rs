@@ -150,6 +150,19 @@ impl LineClient {
         reply.parse().map_err(|_| unexpected("ID", &reply))
     }
 
+    /// Can the connection carry a request, as far as can be told without
+    /// one? Bytes the client has buffered but nobody asked for are
+    /// [`PeerStatus::Pending`](crate::runtime::net::PeerStatus::Pending);
+    /// otherwise the socket's [`peer_status`](crate::runtime::net::peer_status).
+    /// Never blocks.
+    pub fn peer_status(&self) -> crate::runtime::net::PeerStatus {
+        if self.reader.buffer().is_empty() {
+            crate::runtime::net::peer_status(self.reader.get_ref())
+        } else {
+            crate::runtime::net::PeerStatus::Pending
+        }
+    }
+
     /// The underlying stream, e.g. to read its addresses or set socket
     /// options. Reading from it directly bypasses the client's buffer.
     pub fn get_ref(&self) -> &TcpStream {

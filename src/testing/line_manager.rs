@@ -63,4 +63,8 @@ impl Manager for LineManager {
     fn keepalive(&self, conn: &mut LineClient) -> io::Result<()> {
         conn.ping()
     }
+
+    fn has_broken(&self, conn: &mut LineClient) -> bool {
+        !conn.peer_status().is_idle()
+    }
 }
