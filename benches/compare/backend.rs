@@ -42,6 +42,7 @@ impl Backend {
         Tcp {
             addr: self.addr(),
             io_timeout: None,
+            checks: None,
         }
     }
 

@@ -746,3 +746,71 @@ pub fn io_timeout_cost(settings: &Settings, backend: &Backend) -> Section {
     s.table(&t);
     s
 }
+
+/// Section 2c: what checks at checkout cost. greenpool at 64 workers over 8
+/// connections to the same backend: nothing checked; the cheap peer check
+/// (`has_broken` on the socket) on every checkout of an idle connection with
+/// validation after the default idle time (what a manager with checks gets
+/// by default); and a full validation (one more round trip) on every
+/// checkout (`validate_after(ZERO)`), in alternating runs.
+pub fn checkout_check_cost(settings: &Settings, backend: &Backend) -> Section {
+    const WORKERS: usize = 64;
+    const CONNS: usize = 8;
+    let runs = settings.e2e_runs;
+    let plan = Plan {
+        workers: WORKERS,
+        duration: settings.e2e_duration,
+        timed: true,
+        max_ops: MAX_OPS,
+    };
+    let variants: [(&str, fn(greenpool::Builder<Tcp>) -> greenpool::Builder<Tcp>); 3] = [
+        ("nothing checked (`no_validation`)", |b| b.no_validation()),
+        (
+            "peer check on each checkout, validation after the default idle time",
+            |b| b,
+        ),
+        ("validation (a PING) on every checkout", |b| {
+            b.validate_after(Duration::ZERO)
+        }),
+    ];
+    let pools: Vec<_> = variants
+        .iter()
+        .map(|(_, configure)| {
+            let mut tcp = backend.tcp();
+            tcp.checks = Some(backend.proto());
+            let builder = greenpool::ConnectionPool::builder()
+                .size(CONNS)
+                .checkout_timeout(CHECKOUT_TIMEOUT);
+            let pool = configure(builder).build(tcp).expect("valid settings");
+            pool.wait_ready(Duration::from_secs(10))
+                .expect("greenpool opens its connections");
+            pool
+        })
+        .collect();
+    let labels: Vec<String> = variants
+        .iter()
+        .map(|(label, _)| format!("greenpool {WORKERS} / {CONNS}, {label}"))
+        .collect();
+    let lists = alternate_runs(&plan, runs, backend, &pools, &labels);
+    let workers = greenpool::runtime::may::config().get_workers();
+    let mut s = Section::new("2c. What checks at checkout cost");
+    s.text(format!(
+        "greenpool end to end at {WORKERS} workers over {CONNS} connections on {workers} \
+         worker thread(s), with a manager whose `has_broken` asks the socket \
+         (`runtime::net::peer_status`, one non-blocking `recv(MSG_PEEK)`) and whose \
+         `validate` sends the benchmark's own request, in alternating runs (median of \
+         {runs}). The validation runs in a green thread of its own; its caller waits \
+         for it without a timer (the pool's deadline watcher enforces the deadline)."
+    ));
+    let mut header = vec!["checkout checks", "requests/s", "CPU/req"];
+    header.extend(LATENCY_HEADER);
+    let mut t = Table::new(&header);
+    for ((label, _), list) in variants.iter().zip(lists) {
+        let sm = Summary::of(&list);
+        let mut row = vec![label.to_string(), fmt_rate(sm.rate), fmt_ns(sm.cpu_per_op)];
+        row.extend(latency_cells(sm.latency));
+        t.row(row);
+    }
+    s.table(&t);
+    s
+}

@@ -8,6 +8,7 @@
 //! ```
 //!
 //! Sections: `overhead` (1), `end-to-end` (2 and 5), `io-timeouts` (2b),
+//! `checkout-checks` (2c),
 //! `memory` (3), `recovery` (4). See BENCHMARKS.md for what each measures.
 
 mod backend;
@@ -28,10 +29,11 @@ use backend::Backend;
 use report::Report;
 use settings::Settings;
 
-const SECTIONS: [&str; 5] = [
+const SECTIONS: [&str; 6] = [
     "overhead",
     "end-to-end",
     "io-timeouts",
+    "checkout-checks",
     "memory",
     "recovery",
 ];
@@ -81,6 +83,12 @@ fn main() {
     }
     if wanted("io-timeouts") {
         report.add(end_to_end::io_timeout_cost(&settings, &backend), Vec::new());
+    }
+    if wanted("checkout-checks") {
+        report.add(
+            end_to_end::checkout_check_cost(&settings, &backend),
+            Vec::new(),
+        );
     }
     if wanted("memory") {
         let (section, targets) = memory::run(&settings, &backend);

@@ -299,6 +299,7 @@ fn idle(which: Which, k: usize, addr: SocketAddr) -> Measured {
     let tcp = Tcp {
         addr,
         io_timeout: None,
+        checks: None,
     };
     fn measure<T>(k: usize, open: impl Fn(usize) -> T) -> Measured {
         let _warm = open(1);

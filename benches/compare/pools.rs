@@ -375,6 +375,10 @@ pub struct Tcp {
     /// Read and write timeouts on greenpool's streams (`None` in every
     /// comparison; the IO-timeout cost rows arm them).
     pub io_timeout: Option<Duration>,
+    /// Checks for greenpool's checkout: `has_broken` asks the socket
+    /// (`peer_status`) and `validate` runs this exchange (`None` in every
+    /// comparison; the checkout-check cost rows set it).
+    pub checks: Option<&'static Proto>,
 }
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -391,6 +395,15 @@ impl greenpool::Manager for Tcp {
                 .read_timeout(self.io_timeout)
                 .write_timeout(self.io_timeout),
         )
+    }
+    fn validate(&self, c: &mut Self::Connection) -> io::Result<()> {
+        match self.checks {
+            Some(proto) => ping(c, proto),
+            None => Ok(()),
+        }
+    }
+    fn has_broken(&self, c: &mut Self::Connection) -> bool {
+        self.checks.is_some() && !greenpool::runtime::net::peer_status(c).is_idle()
     }
 }
 
