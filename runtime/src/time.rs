@@ -148,7 +148,8 @@ impl From<Elapsed> for std::io::Error {
 ///   1 ms waits 1 ms.
 ///
 /// Costs one green-thread spawn per call; prefer native IO timeouts on hot
-/// paths.
+/// paths. Panics, like [`crate::spawn`], if the green thread cannot be
+/// started; [`timeout_with`] returns that as an error instead.
 ///
 /// ```
 /// use std::time::Duration;
@@ -163,29 +164,42 @@ where
     T: Send + 'static,
 {
     timeout_with(Builder::new(), d, f)
+        .unwrap_or_else(|e| panic!("failed to spawn a green thread: {e}"))
 }
 
 /// [`timeout`], running `f` in a green thread made by `builder` (e.g. with a
-/// bigger stack or a name). Panics, like [`crate::spawn`], if the green thread
-/// cannot be started.
-pub fn timeout_with<F, T>(builder: Builder, d: Duration, f: F) -> Result<T, Elapsed>
+/// bigger stack or a name). Like [`Builder::spawn`], it returns an error
+/// instead of panicking when the green thread cannot be started (the
+/// runtime is at its limit of green threads, or out of memory); `f` is then
+/// dropped without running.
+///
+/// ```
+/// use std::time::Duration;
+/// use greenpool_runtime::{timeout_with, Builder};
+/// let r = timeout_with(Builder::new().name("probe"), Duration::from_secs(5), || 7)?;
+/// assert_eq!(r.unwrap(), 7);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn timeout_with<F, T>(
+    builder: Builder,
+    d: Duration,
+    f: F,
+) -> std::io::Result<Result<T, Elapsed>>
 where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
     let Some(wait) = clamp_timeout(d) else {
-        return Err(Elapsed(d));
+        return Ok(Err(Elapsed(d)));
     };
     let (tx, rx) = may::sync::mpsc::channel();
-    let handle = builder
-        .spawn(move || {
-            // The receiver may be gone (timed out); nothing to do then.
-            let _ = tx.send(f());
-        })
-        .unwrap_or_else(|e| panic!("failed to spawn a green thread: {e}"));
+    let handle = builder.spawn(move || {
+        // The receiver may be gone (timed out); nothing to do then.
+        let _ = tx.send(f());
+    })?;
     let result = rx.recv_timeout(wait);
     after_timed_wake();
-    match result {
+    Ok(match result {
         Ok(v) => Ok(v),
         Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
             handle.cancel();
@@ -196,5 +210,5 @@ where
             Err(e) => e.resume_unwind(),
             Ok(()) => unreachable!("green thread ended without sending its result"),
         },
-    }
+    })
 }
