@@ -21,8 +21,8 @@ pub const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// Default limit on one keepalive or validation call: 5 s.
 pub const DEFAULT_HEALTH_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default idle time after which a connection is validated before it is
-/// handed out: 5 s (see [`Builder::validate_after`]).
-pub const DEFAULT_VALIDATE_AFTER: Duration = Duration::from_secs(5);
+/// handed out: 500 ms, HikariCP's (see [`Builder::validate_after`] for why).
+pub const DEFAULT_VALIDATE_AFTER: Duration = Duration::from_millis(500);
 /// Default limit on one connect (`Manager::new_connection`, plus
 /// `Manager::server_idle_timeout` on the first connection): 10 s. A connect
 /// that takes longer is cancelled and counts as a failed attempt.
@@ -281,13 +281,35 @@ impl<M: Manager> Builder<M> {
         self
     }
 
-    /// Validate a connection with [`Manager::validate`] before handing it out
-    /// when it has been idle at least `idle` (default
-    /// [`DEFAULT_VALIDATE_AFTER`]); a connection that fails is discarded and
-    /// the caller gets another, within the same checkout deadline and keeping
-    /// its place in line. `Duration::ZERO` validates on every checkout of an
-    /// idle connection; a connection handed straight from its connect to a
-    /// waiting caller is not validated (it was just opened).
+    /// Check connections before handing them out. Three defences, all on
+    /// with this setting (and all off with [`no_validation`](Self::no_validation)):
+    ///
+    /// - every connection taken from the idle list gets the cheap,
+    ///   non-blocking [`Manager::has_broken`] first (for a socket: has the
+    ///   peer closed or reset it?), inline in the caller, so a connection the
+    ///   server closed while idle (its idle timeout, a restart, a kill) is
+    ///   replaced before anyone sends a request on it;
+    /// - a connection idle at least `idle` (default
+    ///   [`DEFAULT_VALIDATE_AFTER`]) is validated with [`Manager::validate`]
+    ///   (a round trip) before use;
+    /// - once any connection has been found broken (it failed with an error
+    ///   in the error set, failed a health check, or its peer closed it),
+    ///   every connection idle since before then is validated before use too
+    ///   (pessimistic invalidation): when all idle connections died at once,
+    ///   a caller meets at most one of them, not one per connection.
+    ///
+    /// A connection that fails is discarded and the caller gets another,
+    /// within the same checkout deadline and keeping its place in line; a
+    /// connection handed straight from its connect to a waiting caller is not
+    /// checked (it was just opened). `Duration::ZERO` validates on every
+    /// checkout.
+    ///
+    /// Why 500 ms: a connection in steady use is never idle that long, so
+    /// validation costs nothing under load (BENCHMARKS.md, section 2c, has
+    /// the price of validating on every checkout), while a connection that
+    /// sat idle longer — the ones a NAT, a firewall or a server's timeout
+    /// kills without a FIN that `has_broken` could see — costs one round
+    /// trip before use. HikariCP chose the same window.
     ///
     /// Idle times (here, for keepalive and for the idle timeout) are measured
     /// on the pool's coarse clock, so that a checkout reads no system clock.
@@ -298,7 +320,10 @@ impl<M: Manager> Builder<M> {
         self
     }
 
-    /// Never validate on checkout.
+    /// Never check a connection at checkout: no `has_broken`, no
+    /// validation, no pessimistic invalidation (see
+    /// [`validate_after`](Self::validate_after)). `has_broken` still runs
+    /// when a connection is given back.
     pub fn no_validation(mut self) -> Self {
         self.cfg.validate_after = None;
         self
