@@ -763,7 +763,8 @@ pub fn checkout_check_cost(settings: &Settings, backend: &Backend) -> Section {
         timed: true,
         max_ops: MAX_OPS,
     };
-    let variants: [(&str, fn(greenpool::Builder<Tcp>) -> greenpool::Builder<Tcp>); 3] = [
+    type Configure = fn(greenpool::Builder<Tcp>) -> greenpool::Builder<Tcp>;
+    let variants: [(&str, Configure); 3] = [
         ("nothing checked (`no_validation`)", |b| b.no_validation()),
         (
             "peer check on each checkout, validation after the default idle time",
