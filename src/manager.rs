@@ -80,7 +80,8 @@ pub trait Manager: Send + Sync + 'static {
     ///
     /// The pool runs it when a connection is given back (r2d2's
     /// `has_broken`) and again, inline in the caller, when a connection that
-    /// sat idle is checked out, so that a connection the server closed while
+    /// sat idle is checked out (unless checkout checks are off:
+    /// [`Builder::no_validation`](crate::Builder::no_validation)), so that a connection the server closed while
     /// it was idle (its idle timeout, a restart, a kill) is replaced before
     /// anyone sends a request on it. It must not block: it runs on every
     /// such checkout (about a syscall's cost for a socket check). The
