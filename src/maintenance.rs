@@ -35,7 +35,7 @@ enum Check {
 
 /// Start the pool's maintenance green thread. It stops when the pool closes.
 pub(crate) fn spawn<M: Manager>(shared: &Arc<Shared<M>>) {
-    if let Err(e) = Task::spawn(shared, "maintenance", None, run) {
+    if let Err(e) = Task::spawn(shared, crate::pool::MAINTENANCE, None, run) {
         log::error!(
             "pool {}: cannot start the maintenance green thread: {e}; keepalive, idle \
              timeout and lifetime are off",

@@ -91,7 +91,7 @@ pub(crate) struct Slot<M: Manager> {
 /// A connection together with its slot's token. Dropping it closes the
 /// connection first, then gives the slot back (fields drop in order).
 pub(crate) struct Held<M: Manager> {
-    pub conn: Conn<M::Connection>,
+    pub conn: Box<Conn<M::Connection>>,
     pub slot: Slot<M>,
 }
 

@@ -253,10 +253,13 @@ fn every_connection_the_pool_closes_says_goodbye() {
 #[test]
 fn a_goodbye_that_hangs_is_cancelled_at_the_health_check_timeout() {
     let server = TestServer::start().unwrap();
+    // Requests may wait a minute for their reply: only the pool's bound can
+    // end the goodbyes within the test's 10 s.
+    let manager = Polite(LineManager::new(server.addr()).timeout(Duration::from_secs(60)));
     let pool = ConnectionPool::builder()
         .size(2)
         .health_check_timeout(Duration::from_millis(200))
-        .build(Polite(LineManager::new(server.addr())))
+        .build(manager)
         .unwrap();
     pool.wait_ready(LONG).unwrap();
     server.set_stall(true);
