@@ -81,6 +81,13 @@ impl<M: Manager> Drop for Handle<M> {
     }
 }
 
+/// A connection whose peer closed it sooner than this after it was opened,
+/// before it did any work, counts as a failed connect (a proxy whose backend
+/// is down accepts and closes at once); one closed later was closed for
+/// idling. A server's idle timeout is at least a second (Redis counts it in
+/// seconds).
+const DIED_YOUNG_WITHIN: Duration = Duration::from_millis(500);
+
 /// The role of a background task that runs `Manager::close`.
 const GOODBYE: &str = "goodbye";
 /// The role of the maintenance green thread.
@@ -665,6 +672,12 @@ impl<M: Manager> ConnectionPool<M> {
             // it sat idle never costs a round trip (or a caller's request).
             if maintenance::peer_closed(shared, &mut held.conn) {
                 held.slot.reason = Some(DiscardReason::Closed);
+                if held.conn.created.elapsed() >= DIED_YOUNG_WITHIN {
+                    // It lived long enough to be closed for idling (a
+                    // server's idle timeout), which says nothing against the
+                    // server: no backoff for its slot.
+                    held.slot.memory.worked();
+                }
                 let a = attempt.get_or_insert_with(|| Attempt::new(timeout));
                 a.failed_check("the peer closed it while it was idle (Manager::has_broken)");
                 shared.discard(held);

@@ -49,6 +49,9 @@ fn idle_timeout_with_validation_alone_no_failures() {
     // Found at checkout: by has_broken (the server's FIN) or by validation.
     let d = s.counters.discarded;
     assert!(d.closed + d.validation >= 4, "{s:?}");
+    // Closed for idling, a second after they opened: not failed connects,
+    // so no slot backs off.
+    assert_eq!(s.counters.connect_failures, 0, "{s:?}");
 }
 
 #[test]
