@@ -94,10 +94,13 @@ pub mod http;
 mod maintenance;
 mod manager;
 mod pool;
+#[cfg(feature = "redis")]
+pub mod redis;
 mod retry;
 mod scoped;
 mod slot;
 mod stats;
+#[cfg(feature = "testing")]
 pub mod testing;
 mod unwind_safety;
 

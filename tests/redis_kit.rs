@@ -1,5 +1,6 @@
-//! Tests of the Redis test kit (`greenpool::testing::{redis, resp}`) against
-//! a real `redis-server` started by each test on its own ephemeral port.
+//! Tests of the Redis backend (`greenpool::redis`) and its test server
+//! (`greenpool::testing::redis`) against a real `redis-server` started by
+//! each test on its own ephemeral port.
 //! Every wait has a deadline; nothing sleeps and hopes.
 //!
 //! Without `redis-server` installed these tests print a loud SKIPPED
@@ -12,9 +13,9 @@ use std::io::ErrorKind;
 use std::path::Path;
 use std::time::Duration;
 
+use greenpool::redis::{RedisManager, RespConnection, RespError, Value};
 use greenpool::runtime::net::ConnectOptions;
 use greenpool::testing::redis::{redis_available, RedisServer};
-use greenpool::testing::resp::{RedisManager, RespConnection, RespError, Value};
 use greenpool::{ConnectionPool, ErrorSet, Manager, Retry};
 
 /// Generous bound for anything that should happen "at once"; only reached
