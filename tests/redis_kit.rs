@@ -257,9 +257,9 @@ fn pool_validation_hides_killed_connections() {
     // The server closes every pooled connection behind the pool's back.
     assert!(s.client().unwrap().client_kill_normal().unwrap() >= 4);
 
-    // Validation (PING) at checkout finds the dead ones; no caller sees one.
-    // Holding all four at once makes the pool go through every idle one
-    // (it hands out the most recently returned first).
+    // The checkout checks find the dead ones; no caller sees one. Holding
+    // all four at once makes the pool go through every idle one (it hands
+    // out the most recently returned first).
     let mut held: Vec<_> = (0..4).map(|_| pool.get().unwrap()).collect();
     for c in &mut held {
         c.ping().unwrap();
@@ -627,4 +627,34 @@ fn has_broken_sees_client_kill_and_unread_bytes_without_blocking() {
         "has_broken never saw the unread +PONG"
     );
     admin.ping().unwrap();
+}
+
+#[test]
+fn a_pool_with_a_wrong_password_fails_checkouts_at_once() {
+    let Some(s) = server() else { return };
+    s.client()
+        .unwrap()
+        .config_set("requirepass", "s3cret")
+        .unwrap();
+    let pool = ConnectionPool::builder()
+        .size(2)
+        .checkout_timeout(Duration::from_secs(20))
+        .build(s.manager().password("wrong"))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let err = pool.get().map(drop).unwrap_err();
+    // Not the whole checkout timeout: the manager says WRONGPASS will not
+    // go away by trying again.
+    assert!(started.elapsed() < WAIT, "{:?}: {err}", started.elapsed());
+    assert!(
+        matches!(
+            err,
+            greenpool::Error::Unavailable {
+                permanent: true,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("WRONGPASS"), "{err}");
 }
