@@ -91,24 +91,22 @@ const PERMANENT_REPLIES: &[&str] = &[
 /// assert_eq!(m.selected_db(), Some(3));
 /// # Ok::<(), std::io::Error>(())
 /// ```
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct RedisManager {
     addr: String,
     options: ConnectOptions,
     username: Option<String>,
-    password: Option<String>,
+    password: Option<Secret>,
     db: Option<u32>,
 }
 
-impl fmt::Debug for RedisManager {
+/// A password, shown as `<redacted>` by `Debug`.
+#[derive(Clone)]
+struct Secret(String);
+
+impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RedisManager")
-            .field("addr", &self.addr)
-            .field("options", &self.options)
-            .field("username", &self.username)
-            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
-            .field("db", &self.db)
-            .finish()
+        f.write_str("<redacted>")
     }
 }
 
@@ -148,14 +146,14 @@ impl RedisManager {
         let target = parse_url(url)?;
         let mut m = RedisManager::new(target.addr);
         m.username = target.username;
-        m.password = target.password;
+        m.password = target.password.map(Secret);
         m.db = target.db;
         Ok(m)
     }
 
     /// Send `AUTH password` on every new connection.
     pub fn password(mut self, password: impl Into<String>) -> Self {
-        self.password = Some(password.into());
+        self.password = Some(Secret(password.into()));
         self
     }
 
@@ -194,7 +192,7 @@ impl RedisManager {
     /// and write timeouts of the two commands.
     pub fn connect(&self) -> Result<RespConnection, RespError> {
         let mut conn = RespConnection::connect(&self.addr, &self.options)?;
-        if let Some(password) = &self.password {
+        if let Some(Secret(password)) = &self.password {
             let auth = match &self.username {
                 Some(user) => conn.auth_user(user, password),
                 None => conn.auth(password),
@@ -487,7 +485,7 @@ mod tests {
         let m = RedisManager::from_url("redis://app:pw@h:7/9").unwrap();
         assert_eq!(m.addr(), "h:7");
         assert_eq!(m.username.as_deref(), Some("app"));
-        assert_eq!(m.password.as_deref(), Some("pw"));
+        assert_eq!(m.password.as_ref().map(|p| p.0.as_str()), Some("pw"));
         assert_eq!(m.db, Some(9));
         let dbg = format!("{m:?}");
         assert!(!dbg.contains("pw") && dbg.contains("<redacted>"), "{dbg}");
