@@ -25,7 +25,7 @@
 //!   that nothing leaks.
 //! - `redis` (feature `redis` too): `RedisServer`, a
 //!   real `redis-server` on a free port, killed and restarted at will; the
-//!   client and manager it hands out are [`crate::redis`]'s.
+//!   client and manager it hands out are `greenpool::redis`'s.
 //! - `TestHttpServer` (feature `http`), `tls::SelfSigned` (feature `tls`)
 //!   and `nginx::Nginx` (both): an embedded HTTP/HTTPS server with faults,
 //!   certificates made at run time, and a real nginx on a free port.
