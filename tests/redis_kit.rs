@@ -658,3 +658,31 @@ fn a_pool_with_a_wrong_password_fails_checkouts_at_once() {
     );
     assert!(err.to_string().contains("WRONGPASS"), "{err}");
 }
+
+#[test]
+fn the_pool_says_quit_for_every_connection_it_closes() {
+    let Some(s) = server() else { return };
+    let mut admin = s.client().unwrap();
+    let pool = ConnectionPool::new(s.manager(), 3).unwrap();
+    pool.wait_ready(WAIT).unwrap();
+    assert_eq!(quits(&mut admin), 0);
+
+    // A discarded connection says goodbye (its replacement opens meanwhile).
+    let mut c = pool.get().unwrap();
+    let id = c.client_id().unwrap();
+    c.discard();
+    assert!(
+        wait_until(WAIT, || quits(&mut admin) == 1),
+        "no QUIT for a discarded connection"
+    );
+    assert!(wait_until(WAIT, || !client_listed(&mut admin, id)));
+    pool.wait_ready(WAIT).unwrap();
+
+    // Closing the pool: one QUIT per open connection.
+    pool.close();
+    assert!(
+        wait_until(WAIT, || quits(&mut admin) == 4),
+        "{} QUITs after closing a pool of 3 (1 before)",
+        quits(&mut admin)
+    );
+}
