@@ -198,19 +198,16 @@ impl RedisManager {
                 None => conn.auth(password),
             };
             auth.map_err(|e| match e {
-                RespError::Server(msg) => RespError::Server(format!(
-                    "AUTH{} on {} failed: {msg} (check RedisManager::password{})",
-                    self.username
-                        .as_ref()
-                        .map(|u| format!(" as {u:?}"))
-                        .unwrap_or_default(),
-                    self.addr,
-                    if self.username.is_some() {
-                        " and ::username"
-                    } else {
-                        ""
-                    }
-                )),
+                RespError::Server(msg) => {
+                    let (who, check) = match &self.username {
+                        Some(u) => (format!(" as {u:?}"), "username and ::password"),
+                        None => (String::new(), "password"),
+                    };
+                    RespError::Server(format!(
+                        "AUTH{who} on {} failed: {msg} (check RedisManager::{check})",
+                        self.addr
+                    ))
+                }
                 other => other,
             })?;
         }
