@@ -1,7 +1,7 @@
 //! A Redis client program on the pool.
 //!
-//! Connects to `$REDIS_URL` (`redis://[:password@]host[:port][/db]`, default
-//! `redis://127.0.0.1:6379`) with `greenpool::testing::resp::RedisManager`:
+//! Connects to `$REDIS_URL` (`redis://[[user]:password@]host[:port][/db]`,
+//! default `redis://127.0.0.1:6379`) with `greenpool::redis::RedisManager`:
 //! RESP over the runtime's TCP, `AUTH` and `SELECT` when the URL asks for
 //! them, `PING` as keepalive and validation, and the server's own idle
 //! `timeout` (read with `CONFIG GET timeout`) to time the keepalive.
@@ -29,15 +29,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use greenpool::redis::{RedisManager, RespError};
 use greenpool::runtime::spawn;
-use greenpool::testing::resp::{RedisManager, RespError};
 use greenpool::{ConnectionPool, ErrorSet, Retry};
 
 const HELP: &str = "\
 redis: a Redis client on a greenpool pool. 200 green threads SET and GET their
 own keys through retry (the keys expire after 60 s); prints what it did.
 
-USAGE: REDIS_URL=redis://[:password@]host[:port][/db] cargo run --release --example redis -- [OPTIONS]
+USAGE: REDIS_URL=redis://[[user]:password@]host[:port][/db] cargo run --release --example redis -- [OPTIONS]
 
 REDIS_URL defaults to redis://127.0.0.1:6379.
 
@@ -89,65 +89,6 @@ fn parse_args(flags: &mut common::Flags) -> Result<Options, String> {
     Ok(o)
 }
 
-/// What `REDIS_URL` says.
-#[derive(Debug, PartialEq)]
-struct Target {
-    /// `host:port`, as `runtime::net::connect` takes it.
-    addr: String,
-    password: Option<String>,
-    db: Option<u32>,
-}
-
-/// Parse `redis://[[user]:password@]host[:port][/db]`.
-fn parse_url(url: &str) -> Result<Target, String> {
-    let bad = |why: &str| {
-        format!("REDIS_URL {url:?}: {why} (expected redis://[:password@]host[:port][/db])")
-    };
-    if url.starts_with("rediss://") {
-        return Err(bad("TLS (rediss://) is not supported by this example"));
-    }
-    let rest = url
-        .strip_prefix("redis://")
-        .ok_or_else(|| bad("it must start with redis://"))?;
-    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-    let (userinfo, hostport) = match authority.rsplit_once('@') {
-        Some((u, h)) => (Some(u), h),
-        None => (None, authority),
-    };
-    let password = match userinfo {
-        None => None,
-        Some(u) => {
-            let (user, pass) = u.split_once(':').unwrap_or(("", u));
-            if !user.is_empty() && user != "default" {
-                return Err(bad(
-                    "ACL user names are not supported; give only a password",
-                ));
-            }
-            Some(pass.to_owned()).filter(|p| !p.is_empty())
-        }
-    };
-    if hostport.is_empty() {
-        return Err(bad("no host"));
-    }
-    // A port is there if the text after the last ':' is outside [v6] brackets.
-    let has_port = hostport
-        .rsplit_once(':')
-        .is_some_and(|(h, p)| !p.contains(']') && (!h.contains(':') || h.ends_with(']')));
-    let addr = if has_port {
-        hostport.to_owned()
-    } else {
-        format!("{hostport}:6379")
-    };
-    let db = match path.trim_end_matches('/') {
-        "" => None,
-        d => Some(
-            d.parse::<u32>()
-                .map_err(|_| bad("the database must be a number"))?,
-        ),
-    };
-    Ok(Target { addr, password, db })
-}
-
 #[derive(Default)]
 struct Tally {
     sets: AtomicU64,
@@ -162,13 +103,14 @@ fn main() -> ExitCode {
         Err(code) => return code,
     };
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
-    let target = match parse_url(&url) {
-        Ok(t) => t,
+    let manager = match RedisManager::from_url(&url) {
+        Ok(m) => m,
         Err(e) => {
-            eprintln!("redis: {e}");
+            eprintln!("redis: REDIS_URL: {e}");
             return ExitCode::from(2);
         }
     };
+    let addr = manager.addr().to_owned();
 
     // While connecting, only the final error is printed (one line, carrying
     // the connect error), unless RUST_LOG asks for more; the pool's warnings
@@ -185,13 +127,6 @@ fn main() -> ExitCode {
     });
     common::start_runtime();
 
-    let mut manager = RedisManager::new(target.addr.clone());
-    if let Some(p) = &target.password {
-        manager = manager.password(p.clone());
-    }
-    if let Some(db) = target.db {
-        manager = manager.db(db);
-    }
     let pool = ConnectionPool::builder()
         .name("redis")
         .size(opts.size)
@@ -200,7 +135,7 @@ fn main() -> ExitCode {
         .expect("valid pool settings");
     let started = Instant::now();
     if let Err(e) = pool.wait_ready(opts.connect_timeout) {
-        eprintln!("redis: cannot use the Redis server at {}: {e}", target.addr);
+        eprintln!("redis: cannot use the Redis server at {addr}: {e}");
         return ExitCode::FAILURE;
     }
     log::set_max_level(level);
@@ -228,8 +163,11 @@ fn main() -> ExitCode {
         .unwrap_or_else(|e| (format!("unknown ({e})"), "unknown".to_owned()));
     println!(
         "connected to redis {version} at {}{}: {} connections in {ready_in:.1?}",
-        target.addr,
-        target.db.map(|d| format!(" db {d}")).unwrap_or_default(),
+        addr,
+        pool.manager()
+            .selected_db()
+            .map(|d| format!(" db {d}"))
+            .unwrap_or_default(),
         opts.size
     );
     println!("the server closes idle connections: {idle_timeout}");

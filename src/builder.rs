@@ -62,6 +62,7 @@ pub(crate) struct Config {
     /// whole checkout timeout).
     pub fail_fast: Option<Duration>,
     /// Injected spawn failures (tests).
+    #[cfg(feature = "testing")]
     pub spawn_faults: Option<crate::testing::SpawnFaults>,
 }
 
@@ -83,6 +84,7 @@ impl Default for Config {
             idle_timeout: None,
             max_lifetime: None,
             fail_fast: Some(DEFAULT_FAIL_FAST),
+            #[cfg(feature = "testing")]
             spawn_faults: None,
         }
     }
@@ -374,7 +376,8 @@ impl<M: Manager> Builder<M> {
     /// says so, to prove that a runtime at its limit costs no slot. A failed
     /// spawn is handled as a real one: a connector that cannot start gives
     /// its slot back for maintenance to reopen, a health check that cannot
-    /// start counts as failed.
+    /// start counts as failed. Only with the cargo feature `testing`.
+    #[cfg(feature = "testing")]
     pub fn spawn_faults(mut self, faults: crate::testing::SpawnFaults) -> Self {
         self.cfg.spawn_faults = Some(faults);
         self

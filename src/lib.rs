@@ -76,6 +76,30 @@
 //! Errors: the closures may fail with any `std::error::Error`, a
 //! `Box<dyn Error + Send + Sync>` or (feature `anyhow`) an `anyhow::Error`;
 //! see [`error_type`].
+//!
+//! # What is where
+//!
+//! - The pool, always compiled: [`Manager`] (how to open and check a
+//!   connection), [`ConnectionPool`] and its [`Builder`], the guard
+//!   [`PooledConnection`], [`ErrorSet`], [`retry`] and [`Retry`], the
+//!   error types a closure may use ([`error_type`]; `anyhow::Error` with the
+//!   feature `anyhow`), and the pool's [`State`] and [`Counters`]; the
+//!   background work (connecting with backoff, keepalive and validation,
+//!   checkout deadlines) is private to it.
+//! - [`runtime`]: the gevent-style runtime over `may` (spawn, groups,
+//!   timeouts, `net::connect`, `net::serve`, `tls` with its feature). The
+//!   pool uses nothing of it but its public API.
+//! - Backends, each behind a cargo feature: `http` (`greenpool::http`, an
+//!   HTTP/1.1 keep-alive manager for one origin; `https://` with `tls`) and
+//!   `redis` (`greenpool::redis`, a RESP2 client and `RedisManager`).
+//! - `testing` (feature `testing`): the kit to test your own manager against
+//!   servers that fail (fault servers, a fault proxy, a real `redis-server`
+//!   or nginx on a free port) and `Builder::spawn_faults`. The example above
+//!   uses its `TestServer`; a real program connects to its own backend.
+//!
+//! A default build (`greenpool = "0.1"`, no features) compiles the pool
+//! and the runtime only. The examples in these docs run as the crate's
+//! tests, which turn every feature on.
 
 #![warn(missing_docs)]
 
@@ -94,10 +118,13 @@ pub mod http;
 mod maintenance;
 mod manager;
 mod pool;
+#[cfg(feature = "redis")]
+pub mod redis;
 mod retry;
 mod scoped;
 mod slot;
 mod stats;
+#[cfg(feature = "testing")]
 pub mod testing;
 mod unwind_safety;
 

@@ -390,6 +390,7 @@ impl<M: Manager> Task<M> {
         deadline: Option<Instant>,
         body: impl FnOnce(Task<M>) + Send + 'static,
     ) -> std::io::Result<u64> {
+        #[cfg(feature = "testing")]
         if shared.cfg.spawn_faults.as_ref().is_some_and(|f| f.take()) {
             return Err(std::io::Error::other("injected green-thread spawn failure"));
         }

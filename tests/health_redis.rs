@@ -10,9 +10,9 @@ mod common;
 
 use std::time::Duration;
 
+use greenpool::redis::{RedisManager, RespError};
 use greenpool::runtime::sleep;
 use greenpool::testing::redis::RedisServer;
-use greenpool::testing::resp::{RedisManager, RespError};
 use greenpool::{Builder, ConnectionPool, Retry, State};
 
 const LONG: Duration = Duration::from_secs(10);

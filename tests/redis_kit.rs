@@ -1,5 +1,6 @@
-//! Tests of the Redis test kit (`greenpool::testing::{redis, resp}`) against
-//! a real `redis-server` started by each test on its own ephemeral port.
+//! Tests of the Redis backend (`greenpool::redis`) and its test server
+//! (`greenpool::testing::redis`) against a real `redis-server` started by
+//! each test on its own ephemeral port.
 //! Every wait has a deadline; nothing sleeps and hopes.
 //!
 //! Without `redis-server` installed these tests print a loud SKIPPED
@@ -12,9 +13,9 @@ use std::io::ErrorKind;
 use std::path::Path;
 use std::time::Duration;
 
+use greenpool::redis::{RedisManager, RespConnection, RespError, Value};
 use greenpool::runtime::net::ConnectOptions;
 use greenpool::testing::redis::{redis_available, RedisServer};
-use greenpool::testing::resp::{RedisManager, RespConnection, RespError, Value};
 use greenpool::{ConnectionPool, ErrorSet, Manager, Retry};
 
 /// Generous bound for anything that should happen "at once"; only reached
@@ -256,9 +257,9 @@ fn pool_validation_hides_killed_connections() {
     // The server closes every pooled connection behind the pool's back.
     assert!(s.client().unwrap().client_kill_normal().unwrap() >= 4);
 
-    // Validation (PING) at checkout finds the dead ones; no caller sees one.
-    // Holding all four at once makes the pool go through every idle one
-    // (it hands out the most recently returned first).
+    // The checkout checks find the dead ones; no caller sees one. Holding
+    // all four at once makes the pool go through every idle one (it hands
+    // out the most recently returned first).
     let mut held: Vec<_> = (0..4).map(|_| pool.get().unwrap()).collect();
     for c in &mut held {
         c.ping().unwrap();
@@ -435,4 +436,253 @@ fn manager_reports_no_idle_timeout_when_config_is_unavailable() {
     assert_eq!(m.server_idle_timeout(&mut locked), None);
     assert!(!locked.has_broken());
     assert!(m.keepalive(&mut locked).is_err());
+}
+
+/// The value of `field` in `INFO section`, e.g. `connected_clients` in
+/// `clients`, or `cmdstat_quit` in `commandstats` (absent until the first
+/// call).
+fn info(c: &mut RespConnection, section: &str, field: &str) -> Option<String> {
+    let text = c.command(&["INFO", section]).unwrap();
+    let text = text.as_str().expect("INFO answers a bulk string");
+    text.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .map(|v| v.trim().to_owned())
+}
+
+/// How many times the server has run `QUIT`.
+fn quits(admin: &mut RespConnection) -> u64 {
+    info(admin, "commandstats", "cmdstat_quit").map_or(0, |v| {
+        let calls = v.split(',').find_map(|kv| kv.strip_prefix("calls="));
+        calls.and_then(|n| n.parse().ok()).expect("calls=N")
+    })
+}
+
+/// True while the server lists a client with this id (`CLIENT LIST`).
+fn client_listed(admin: &mut RespConnection, id: i64) -> bool {
+    let list = admin.command(&["CLIENT", "LIST"]).unwrap();
+    let want = format!("id={id}");
+    list.as_str()
+        .expect("CLIENT LIST answers a bulk string")
+        .lines()
+        .any(|l| l.split(' ').any(|kv| kv == want))
+}
+
+#[test]
+fn permanent_connect_errors_are_told_from_passing_ones() {
+    let Some(mut s) = server() else { return };
+    let m = s.manager();
+    let mut admin = s.client().unwrap();
+    let permanent = |m: &RedisManager| {
+        let err = m.connect().unwrap_err();
+        assert!(m.is_permanent(&err), "not permanent: {err}");
+        err
+    };
+
+    // The server has no password, the manager sends one.
+    let err = permanent(&m.clone().password("pw"));
+    assert!(err.to_string().contains("without any password"), "{err}");
+    // A database the server does not have (16 by default).
+    let err = permanent(&m.clone().db(16));
+    assert!(
+        err.to_string().contains("DB index is out of range"),
+        "{err}"
+    );
+
+    admin.config_set("requirepass", "s3cret").unwrap();
+    admin.auth("s3cret").unwrap();
+    // A wrong password, and none at all where the server wants one (found
+    // by SELECT; without a database to select a connect sends nothing).
+    let err = permanent(&m.clone().password("wrong"));
+    assert!(err.to_string().contains("WRONGPASS"), "{err}");
+    let err = permanent(&m.clone().db(1));
+    assert!(err.to_string().contains("NOAUTH"), "{err}");
+    let ok = m.clone().password("s3cret").db(1).connect().unwrap();
+    drop(ok);
+
+    // An ACL user, from a URL; a wrong password for it, and a user that may
+    // not SELECT.
+    let url = |user: &str, pw: &str| format!("redis://{user}:{pw}@{}/2", s.addr());
+    admin
+        .command(&["ACL", "SETUSER", "app", "on", ">apw", "~*", "&*", "+@all"])
+        .unwrap();
+    let app = RedisManager::from_url(&url("app", "apw")).unwrap();
+    let mut c = app.connect().unwrap();
+    assert_eq!(c.command(&["ACL", "WHOAMI"]).unwrap().as_str(), Some("app"));
+    c.set("k", "in db 2").unwrap();
+    assert_eq!(admin.get("k").unwrap(), None, "SELECT 2 was not sent");
+    let err = permanent(&RedisManager::from_url(&url("app", "nope")).unwrap());
+    assert!(err.to_string().contains("AUTH as \"app\""), "{err}");
+    admin
+        .command(&["ACL", "SETUSER", "ro", "on", ">rpw", "+ping"])
+        .unwrap();
+    let err = permanent(&RedisManager::from_url(&url("ro", "rpw")).unwrap());
+    assert!(err.to_string().contains("NOPERM"), "{err}");
+
+    // A server that is down is worth waiting for.
+    s.kill().unwrap();
+    let err = app.connect().unwrap_err();
+    assert_io(&err);
+    assert!(!app.is_permanent(&err), "{err}");
+    // So is one that is back.
+    s.restart().unwrap();
+    m.connect().unwrap().ping().unwrap();
+}
+
+#[test]
+fn close_says_quit_and_the_server_lets_go() {
+    let Some(s) = server() else { return };
+    let m = s.manager();
+    let mut admin = s.client().unwrap();
+    assert_eq!(quits(&mut admin), 0);
+
+    let mut c = m.connect().unwrap();
+    let id = c.client_id().unwrap();
+    assert!(client_listed(&mut admin, id));
+    m.close(c);
+    assert!(
+        wait_until(WAIT, || quits(&mut admin) == 1),
+        "the server never saw QUIT"
+    );
+    assert!(wait_until(WAIT, || !client_listed(&mut admin, id)));
+
+    // A plain drop says nothing: the count above is close's doing.
+    let mut c = m.connect().unwrap();
+    let id = c.client_id().unwrap();
+    drop(c);
+    assert!(wait_until(WAIT, || !client_listed(&mut admin, id)));
+    assert_eq!(quits(&mut admin), 1);
+
+    // A connection the server has closed gets no QUIT.
+    let mut victim = m.connect().unwrap();
+    let id = victim.client_id().unwrap().to_string();
+    admin.command(&["CLIENT", "KILL", "ID", &id]).unwrap();
+    assert!(wait_until(WAIT, || victim.has_broken()));
+    assert!(!victim.quit().unwrap());
+    assert_eq!(quits(&mut admin), 1);
+}
+
+#[test]
+fn close_never_waits_on_a_peer_that_does_not_read() {
+    // A "server" that accepts and never reads: the client's send buffer and
+    // the server's receive buffer fill up, as with a Redis that hangs.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let c = RespConnection::connect(&addr, &opts()).unwrap();
+    let (_server_side, _) = listener.accept().unwrap();
+    let mut raw = c.stream().inner();
+    let chunk = vec![b'x'; 64 * 1024];
+    let mut sent = 0usize;
+    loop {
+        match std::io::Write::write(&mut raw, &chunk) {
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            Err(e) => panic!("filling the socket: {e}"),
+        }
+        assert!(sent < 1 << 30, "the socket took 1 GiB without blocking");
+    }
+    let started = std::time::Instant::now();
+    let err = c.quit().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::WouldBlock, "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    // Through the manager, too: close returns at once (and only logs).
+    let c = RespConnection::connect(&addr, &opts()).unwrap();
+    let (_server_side2, _) = listener.accept().unwrap();
+    let mut raw = c.stream().inner();
+    while std::io::Write::write(&mut raw, &chunk).is_ok() {}
+    let started = std::time::Instant::now();
+    RedisManager::new(addr).close(c);
+    assert!(started.elapsed() < Duration::from_secs(1));
+}
+
+#[test]
+fn has_broken_sees_client_kill_and_unread_bytes_without_blocking() {
+    let Some(s) = server() else { return };
+    let m = s.manager();
+    let mut admin = s.client().unwrap();
+    let mut c = m.connect().unwrap();
+    c.ping().unwrap();
+    assert!(!m.has_broken(&mut c));
+
+    let id = c.client_id().unwrap().to_string();
+    assert_eq!(
+        admin.command(&["CLIENT", "KILL", "ID", &id]).unwrap(),
+        Value::Int(1)
+    );
+    assert!(
+        wait_until(WAIT, || m.has_broken(&mut c)),
+        "has_broken never saw CLIENT KILL"
+    );
+
+    // A reply nobody asked for (a command written past the client) leaves
+    // the connection out of step: broken too.
+    let mut c = m.connect().unwrap();
+    let mut raw = c.stream().inner();
+    std::io::Write::write_all(&mut raw, b"*1\r\n$4\r\nPING\r\n").unwrap();
+    assert!(
+        wait_until(WAIT, || m.has_broken(&mut c)),
+        "has_broken never saw the unread +PONG"
+    );
+    admin.ping().unwrap();
+}
+
+#[test]
+fn a_pool_with_a_wrong_password_fails_checkouts_at_once() {
+    let Some(s) = server() else { return };
+    s.client()
+        .unwrap()
+        .config_set("requirepass", "s3cret")
+        .unwrap();
+    let pool = ConnectionPool::builder()
+        .size(2)
+        .checkout_timeout(Duration::from_secs(20))
+        .build(s.manager().password("wrong"))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let err = pool.get().map(drop).unwrap_err();
+    // Not the whole checkout timeout: the manager says WRONGPASS will not
+    // go away by trying again.
+    assert!(started.elapsed() < WAIT, "{:?}: {err}", started.elapsed());
+    assert!(
+        matches!(
+            err,
+            greenpool::Error::Unavailable {
+                permanent: true,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("WRONGPASS"), "{err}");
+}
+
+#[test]
+fn the_pool_says_quit_for_every_connection_it_closes() {
+    let Some(s) = server() else { return };
+    let mut admin = s.client().unwrap();
+    let pool = ConnectionPool::new(s.manager(), 3).unwrap();
+    pool.wait_ready(WAIT).unwrap();
+    assert_eq!(quits(&mut admin), 0);
+
+    // A discarded connection says goodbye (its replacement opens meanwhile).
+    let mut c = pool.get().unwrap();
+    let id = c.client_id().unwrap();
+    c.discard();
+    assert!(
+        wait_until(WAIT, || quits(&mut admin) == 1),
+        "no QUIT for a discarded connection"
+    );
+    assert!(wait_until(WAIT, || !client_listed(&mut admin, id)));
+    pool.wait_ready(WAIT).unwrap();
+
+    // Closing the pool: one QUIT per open connection.
+    pool.close();
+    assert!(
+        wait_until(WAIT, || quits(&mut admin) == 4),
+        "{} QUITs after closing a pool of 3 (1 before)",
+        quits(&mut admin)
+    );
 }

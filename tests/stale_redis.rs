@@ -13,9 +13,9 @@ mod common;
 use std::time::Duration;
 
 use common::wait_until;
+use greenpool::redis::{RedisManager, RespConnection, Value};
 use greenpool::runtime::sleep;
 use greenpool::testing::redis::RedisServer;
-use greenpool::testing::resp::{RedisManager, RespConnection, Value};
 use greenpool::{Builder, ConnectionPool};
 
 const SIZE: usize = 16;

@@ -1,4 +1,5 @@
-//! Fault injection for testing code that talks to servers over TCP.
+//! The kit to test your own [`Manager`](crate::Manager) (cargo feature
+//! `testing`): fault injection for code that talks to servers over TCP.
 //!
 //! A connection pool is only as good as its behaviour when things break:
 //! a server that resets every connection, closes idle ones behind your back,
@@ -22,7 +23,14 @@
 //!   [`LineClient`]s, for pool tests against the embedded server.
 //! - [`fd_count`]: open file descriptors of the process (Linux), to check
 //!   that nothing leaks.
-//! - [`redis`], [`resp`]: a real `redis-server` for tests; a RESP2 client.
+//! - `redis` (feature `redis` too): `RedisServer`, a
+//!   real `redis-server` on a free port, killed and restarted at will; the
+//!   client and manager it hands out are `greenpool::redis`'s.
+//! - `TestHttpServer` (feature `http`), `tls::SelfSigned` (feature `tls`)
+//!   and `nginx::Nginx` (both): an embedded HTTP/HTTPS server with faults,
+//!   certificates made at run time, and a real nginx on a free port.
+//! - [`SpawnFaults`]: make the pool's own green-thread spawns fail
+//!   ([`Builder::spawn_faults`](crate::Builder::spawn_faults)).
 //!
 //! Everything runs on the green-thread runtime ([`crate::runtime`]) and can
 //! be driven from a plain `#[test]` thread or from green threads. Servers and
@@ -75,8 +83,8 @@ mod line_manager;
 #[cfg(all(feature = "http", feature = "tls"))]
 pub mod nginx;
 mod proxy;
+#[cfg(feature = "redis")]
 pub mod redis;
-pub mod resp;
 mod server;
 #[cfg(feature = "tls")]
 pub mod tls;

@@ -50,7 +50,7 @@ use std::time::{Duration, Instant};
 use crate::runtime::net::ConnectOptions;
 use crate::runtime::sleep;
 
-use super::resp::{RedisManager, RespConnection, Value};
+use crate::redis::{RedisManager, RespConnection, Value};
 
 /// How long [`RedisServer::start`] and [`RedisServer::restart`] wait for the
 /// server to answer `PING`: 10 s. It normally takes a few milliseconds.

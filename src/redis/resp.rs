@@ -1,49 +1,13 @@
-//! A minimal, correct RESP2 (Redis protocol) client for green threads, and a
-//! [`Manager`] that pools it.
-//!
-//! - [`RespConnection`]: one connection to a Redis server over the runtime's
-//!   [`TcpStream`]; [`command`](RespConnection::command) sends one command
-//!   and reads its reply, blocking only the calling green thread (or the
-//!   calling OS thread outside the runtime).
-//! - [`Value`]: a reply.
-//! - [`RespError`]: what a command fails with; an I/O failure is an
-//!   [`io::Error`] in its [`source`](std::error::Error::source) chain, so
-//!   the pool's default [`ErrorSet::io`](crate::ErrorSet::io) discards the
-//!   connection and [`retry`](crate::retry) tries again on another.
-//! - [`RedisManager`]: a [`Manager`] that opens (AUTH, SELECT), keeps alive
-//!   (`PING`) and health-checks these connections and reports the server's
-//!   idle `timeout`.
-//!
-//! The client speaks RESP2 only (it never sends `HELLO 3`), one command at a
-//! time (no pipelining, no pub/sub). Every read is bounded: a reply line may
-//! be at most [`MAX_LINE_LEN`] bytes, a bulk string at most [`MAX_BULK_LEN`]
-//! bytes (Redis's own `proto-max-bulk-len` default), nesting at most
-//! [`MAX_DEPTH`] levels, and memory is only ever allocated for bytes that
-//! have actually arrived — a broken or hostile server cannot make the client
-//! allocate without limit or overflow a green thread's stack.
-//!
-//! ```no_run
-//! use greenpool::testing::resp::{RedisManager, RespConnection};
-//! use greenpool::runtime::net::ConnectOptions;
-//! use greenpool::ConnectionPool;
-//!
-//! let mut c = RespConnection::connect("127.0.0.1:6379", &ConnectOptions::new())?;
-//! c.set("greeting", "hello")?;
-//! assert_eq!(c.get("greeting")?.as_deref(), Some(&b"hello"[..]));
-//!
-//! let pool = ConnectionPool::new(RedisManager::new("127.0.0.1:6379"), 4)?;
-//! pool.with(|c| c.ping())?;
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! ```
+//! The RESP2 protocol: [`Value`], [`RespError`], the bounded reply parser,
+//! and [`RespConnection`], one connection that sends a command and reads its
+//! reply. The pool's side of Redis is [`RedisManager`](super::RedisManager).
 
 use std::error::Error as StdError;
 use std::fmt;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
-use std::time::Duration;
 
-use crate::manager::Manager;
-use crate::runtime::net::{connect, ConnectOptions, TcpStream};
+use crate::runtime::net::{connect, peer_status, ConnectOptions, PeerStatus, TcpStream};
 
 /// Longest reply line (simple string, error, integer, or a length header)
 /// the client accepts, without its `\r\n`: 64 KiB, Redis's own limit for
@@ -71,14 +35,6 @@ const PREALLOC: usize = 64 * 1024;
 /// The encode buffer is freed after a command bigger than this, so a single
 /// large `SET` does not pin its size for the connection's lifetime.
 const KEEP_OUT_BUF: usize = 64 * 1024;
-
-/// Read and write timeout [`RedisManager::new`] sets on its connections:
-/// 10 s. A command that gets no reply within it fails with
-/// [`io::ErrorKind::TimedOut`] (and the connection is then discarded).
-pub const DEFAULT_IO_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Connect timeout [`RedisManager::new`] uses: 5 s.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 // ---------------------------------------------------------------------------
 // Values
@@ -190,7 +146,7 @@ impl Value {
 /// After an `Io` or `Protocol` error the connection is out of step with the
 /// server (a late reply would be read as the reply to the next command), so
 /// it refuses further commands and [`RespConnection::has_broken`] reports
-/// it: a pool using [`RedisManager`] discards it when it is given back even
+/// it: a pool using [`RedisManager`](super::RedisManager) discards it when it is given back even
 /// if the pool's error set does not match the error. After a `Server` error
 /// the connection is fine.
 #[derive(Debug)]
@@ -205,7 +161,7 @@ pub enum RespError {
     /// The server answered with an error reply, e.g. `ERR unknown command`
     /// or `WRONGTYPE ...` (the text after `-`); the connection is still
     /// usable. Also a failed `AUTH` or `SELECT` while
-    /// [`RedisManager`] opens a connection, with a message saying so.
+    /// [`RedisManager`](super::RedisManager) opens a connection, with a message saying so.
     Server(String),
     /// The reply broke the protocol or a limit ([`MAX_LINE_LEN`],
     /// [`MAX_BULK_LEN`], [`MAX_DEPTH`]), the reply did not have the shape
@@ -466,7 +422,7 @@ impl RespConnection {
     /// later command. Blocks only the calling green thread, for at most
     /// about the resolve timeout plus the connect timeout per address.
     ///
-    /// Sends nothing: use [`RedisManager`] for AUTH and SELECT.
+    /// Sends nothing: use [`RedisManager`](super::RedisManager) for AUTH and SELECT.
     pub fn connect(addr: &str, opts: &ConnectOptions) -> io::Result<Self> {
         Ok(Self::from_stream(connect(addr, opts)?))
     }
@@ -566,24 +522,57 @@ impl RespConnection {
     /// server has closed it (or reset it), or bytes are waiting that no
     /// command asked for (it is out of step).
     ///
-    /// Never blocks and costs one system call: a non-blocking `MSG_PEEK` of
-    /// one byte on the socket (`TcpStream::inner().peek`; the runtime's
-    /// sockets are always non-blocking). `WouldBlock` means open and idle;
-    /// `Ok(0)` means the server closed it. It cannot see a server that
+    /// Never blocks and costs one system call:
+    /// [`runtime::net::peer_status`](crate::runtime::net::peer_status), a
+    /// non-blocking `MSG_PEEK` of one byte. It cannot see a server that
     /// vanished without closing (power loss, a dropped network path): that
     /// takes a command with a timeout, or TCP keepalive.
     pub fn has_broken(&self) -> bool {
-        if self.broken.is_some() || !self.reader.buffer().is_empty() {
-            return true;
+        self.broken.is_some()
+            || !self.reader.buffer().is_empty()
+            || !peer_status(self.stream()).is_idle()
+    }
+
+    /// Say goodbye and close: send `QUIT` and drop the connection without
+    /// waiting for the server's `+OK` (nothing is left to wait for, and a
+    /// broken connection may never answer). The server then closes its
+    /// side at once instead of keeping the client until its idle `timeout`.
+    ///
+    /// Never blocks: `QUIT` (14 bytes) goes out in one non-blocking write,
+    /// which an idle socket's empty send buffer always takes. Nothing is
+    /// sent to a server that has already closed or reset the connection
+    /// (`Ok(false)`), and a socket that cannot take the bytes at once (its
+    /// send buffer full of an earlier request the server never read) is an
+    /// [`io::ErrorKind::WouldBlock`] error. The connection is closed in
+    /// every case.
+    pub fn quit(self) -> io::Result<bool> {
+        const QUIT: &[u8] = b"*1\r\n$4\r\nQUIT\r\n";
+        if !matches!(
+            peer_status(self.stream()),
+            PeerStatus::Idle | PeerStatus::Pending
+        ) {
+            return Ok(false);
         }
-        let mut byte = [0u8; 1];
-        match self.reader.get_ref().inner().peek(&mut byte) {
-            // 0: closed by the server; more: unsolicited bytes.
-            Ok(_) => true,
-            Err(e) => !matches!(
-                e.kind(),
-                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-            ),
+        // The runtime's sockets are non-blocking underneath: a write to the
+        // inner socket returns at once.
+        let mut sock = self.stream().inner();
+        loop {
+            return match sock.write(QUIT) {
+                Ok(n) if n == QUIT.len() => Ok(true),
+                Ok(n) => Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    format!(
+                        "QUIT to {}: only {n} of {} bytes went out",
+                        self.peer_name(),
+                        QUIT.len()
+                    ),
+                )),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => Err(io_context(
+                    e,
+                    format!("sending QUIT to {}", self.peer_name()),
+                )),
+            };
         }
     }
 
@@ -626,6 +615,14 @@ impl RespConnection {
     /// `AUTH password`.
     pub fn auth(&mut self, password: &str) -> Result<(), RespError> {
         match self.command(&["AUTH", password])? {
+            v if v.is_ok() => Ok(()),
+            v => Err(self.unexpected("AUTH", &v)),
+        }
+    }
+
+    /// `AUTH username password`: log in as an ACL user (Redis 6 and later).
+    pub fn auth_user(&mut self, username: &str, password: &str) -> Result<(), RespError> {
+        match self.command(&["AUTH", username, password])? {
             v if v.is_ok() => Ok(()),
             v => Err(self.unexpected("AUTH", &v)),
         }
@@ -685,160 +682,6 @@ impl RespConnection {
         match self.command(&["CLIENT", "ID"])? {
             Value::Int(n) => Ok(n),
             v => Err(self.unexpected("CLIENT ID", &v)),
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Manager
-// ---------------------------------------------------------------------------
-
-/// A [`Manager`] for Redis: pools [`RespConnection`]s.
-///
-/// - `new_connection`: connect, then `AUTH` if a password is set and
-///   `SELECT` if a database is set; a failed `AUTH` or `SELECT` fails the
-///   attempt with a [`RespError::Server`] saying which.
-/// - `keepalive` (and `validate`): `PING`, expecting `PONG`.
-/// - `has_broken` (on every return to the pool): [`RespConnection::has_broken`],
-///   a non-blocking one-byte peek — a connection the server has closed
-///   (idle `timeout`, `CLIENT KILL`, restart) or that failed earlier is
-///   discarded instead of pooled.
-/// - `server_idle_timeout`: `CONFIG GET timeout`; `0`, an error (e.g. a
-///   managed Redis with `CONFIG` disabled) or a missing value is `None`.
-///
-/// ```
-/// use std::time::Duration;
-/// use greenpool::runtime::net::ConnectOptions;
-/// use greenpool::testing::resp::RedisManager;
-///
-/// let m = RedisManager::new("127.0.0.1:6379")
-///     .password("secret")
-///     .db(2)
-///     .connect_options(ConnectOptions::new().read_timeout(Some(Duration::from_secs(2))));
-/// assert_eq!(m.addr(), "127.0.0.1:6379");
-/// assert!(!format!("{m:?}").contains("secret"));
-/// ```
-#[derive(Clone)]
-pub struct RedisManager {
-    addr: String,
-    options: ConnectOptions,
-    password: Option<String>,
-    db: Option<u32>,
-}
-
-impl fmt::Debug for RedisManager {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RedisManager")
-            .field("addr", &self.addr)
-            .field("options", &self.options)
-            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
-            .field("db", &self.db)
-            .finish()
-    }
-}
-
-impl RedisManager {
-    /// A manager for the server at `addr` (`"host:port"`), with no password,
-    /// the default database, a connect timeout of
-    /// [`DEFAULT_CONNECT_TIMEOUT`] and read/write timeouts of
-    /// [`DEFAULT_IO_TIMEOUT`] (replace them with
-    /// [`connect_options`](Self::connect_options), e.g. for blocking
-    /// commands such as `BLPOP` that wait longer).
-    pub fn new(addr: impl Into<String>) -> Self {
-        RedisManager {
-            addr: addr.into(),
-            options: ConnectOptions::new()
-                .connect_timeout(DEFAULT_CONNECT_TIMEOUT)
-                .read_timeout(Some(DEFAULT_IO_TIMEOUT))
-                .write_timeout(Some(DEFAULT_IO_TIMEOUT)),
-            password: None,
-            db: None,
-        }
-    }
-
-    /// Send `AUTH password` on every new connection.
-    pub fn password(mut self, password: impl Into<String>) -> Self {
-        self.password = Some(password.into());
-        self
-    }
-
-    /// Send `SELECT db` on every new connection.
-    pub fn db(mut self, db: u32) -> Self {
-        self.db = Some(db);
-        self
-    }
-
-    /// How to connect: timeouts, TCP keepalive, resolver (replaces the
-    /// defaults of [`new`](Self::new) entirely).
-    pub fn connect_options(mut self, options: ConnectOptions) -> Self {
-        self.options = options;
-        self
-    }
-
-    /// The server's address.
-    pub fn addr(&self) -> &str {
-        &self.addr
-    }
-
-    /// Open a connection as the pool would: connect, AUTH, SELECT. Blocks the
-    /// calling green thread for at most the connect timeout plus the read
-    /// and write timeouts of the two commands.
-    pub fn connect(&self) -> Result<RespConnection, RespError> {
-        let mut conn = RespConnection::connect(&self.addr, &self.options)?;
-        if let Some(password) = &self.password {
-            conn.auth(password).map_err(|e| match e {
-                RespError::Server(msg) => RespError::Server(format!(
-                    "AUTH on {} failed: {msg} (check RedisManager::password)",
-                    self.addr
-                )),
-                other => other,
-            })?;
-        }
-        if let Some(db) = self.db {
-            conn.select(db).map_err(|e| match e {
-                RespError::Server(msg) => RespError::Server(format!(
-                    "SELECT {db} on {} failed: {msg} (check RedisManager::db and the \
-                     server's `databases` setting)",
-                    self.addr
-                )),
-                other => other,
-            })?;
-        }
-        Ok(conn)
-    }
-}
-
-impl Manager for RedisManager {
-    type Connection = RespConnection;
-    type Error = RespError;
-
-    fn new_connection(&self) -> Result<RespConnection, RespError> {
-        self.connect()
-    }
-
-    fn keepalive(&self, conn: &mut RespConnection) -> Result<(), RespError> {
-        conn.ping()
-    }
-
-    fn has_broken(&self, conn: &mut RespConnection) -> bool {
-        conn.has_broken()
-    }
-
-    fn server_idle_timeout(&self, conn: &mut RespConnection) -> Option<Duration> {
-        match conn.config_get("timeout") {
-            Ok(Some(v)) => match v.trim().parse::<u64>() {
-                Ok(0) => None,
-                Ok(secs) => Some(Duration::from_secs(secs)),
-                Err(_) => {
-                    log::debug!("redis at {}: odd CONFIG GET timeout value {v:?}", self.addr);
-                    None
-                }
-            },
-            Ok(None) => None,
-            Err(e) => {
-                log::debug!("redis at {}: CONFIG GET timeout failed: {e}", self.addr);
-                None
-            }
         }
     }
 }
