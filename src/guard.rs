@@ -104,9 +104,16 @@ impl<M: Manager> PooledConnection<M> {
     /// opened in the background.
     pub fn discard(mut self) {
         if let Some(mut held) = self.held.take() {
+            self.checked_in(&held);
             held.slot.reason = Some(DiscardReason::Explicit);
             self.shared.discard(held);
         }
+    }
+
+    /// The connection comes back from its user: the checkin event.
+    fn checked_in(&self, held: &Held<M>) {
+        self.shared
+            .emit(|h| h.checkin(&crate::events::Checkin { id: held.conn.id }));
     }
 
     /// Mark the connection to be discarded when the guard drops.
@@ -170,6 +177,7 @@ impl<M: Manager> Drop for PooledConnection<M> {
         let Some(mut held) = self.held.take() else {
             return;
         };
+        self.checked_in(&held);
         // A guard from `with` knows whether its closure unwound. A guard from
         // `get` can only ask the OS thread, which may also be unwinding for
         // another green thread (a destructor that yields mid-unwind); then a

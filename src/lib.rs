@@ -88,6 +88,7 @@ mod deadlines;
 mod error;
 mod error_set;
 pub mod error_type;
+pub mod events;
 mod guard;
 #[cfg(feature = "http")]
 pub mod http;
