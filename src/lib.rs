@@ -94,6 +94,8 @@ mod guard;
 pub mod http;
 mod maintenance;
 mod manager;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 mod pool;
 mod retry;
 mod scoped;

@@ -32,18 +32,30 @@ pub enum DiscardReason {
     Expired,
 }
 
-impl fmt::Display for DiscardReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl DiscardReason {
+    /// A short lowercase name for metric labels: `error`, `panic`,
+    /// `explicit`, `broken`, `closed`, `cancelled`, `keepalive`,
+    /// `validation`, `expired`.
+    pub fn label(self) -> &'static str {
+        match self {
             DiscardReason::Error => "error",
             DiscardReason::Panic => "panic",
             DiscardReason::Explicit => "explicit",
             DiscardReason::Broken => "broken",
-            DiscardReason::Closed => "closed by the peer while idle",
+            DiscardReason::Closed => "closed",
             DiscardReason::Cancelled => "cancelled",
             DiscardReason::Keepalive => "keepalive",
             DiscardReason::Validation => "validation",
             DiscardReason::Expired => "expired",
+        }
+    }
+}
+
+impl fmt::Display for DiscardReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DiscardReason::Closed => "closed by the peer while idle",
+            other => other.label(),
         })
     }
 }
