@@ -90,6 +90,10 @@ pub(crate) struct Slot<M: Manager> {
     /// The id and opening time of the connection the token stands for (none
     /// while connecting), for the discard event.
     pub conn: Option<(u64, Instant)>,
+    /// The connection left the pool for good
+    /// ([`PooledConnection::detach`](crate::PooledConnection::detach)): the
+    /// slot is replaced, but nothing was discarded.
+    pub detached: bool,
 }
 
 /// A connection together with its slot's token. Dropping it closes the
@@ -110,6 +114,7 @@ impl<M: Manager> Slot<M> {
             memory,
             reason: None,
             conn: None,
+            detached: false,
         }
     }
 
@@ -184,7 +189,9 @@ impl<M: Manager> Drop for Slot<M> {
                 (false, None)
             } else {
                 let mut report = None;
-                if self.role != Role::Connecting {
+                if self.detached {
+                    st.counters.detached += 1;
+                } else if self.role != Role::Connecting {
                     let reason = self.reason.unwrap_or(match self.role {
                         Role::Checking => DiscardReason::Keepalive,
                         _ => DiscardReason::Panic,

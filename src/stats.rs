@@ -142,6 +142,10 @@ pub struct Counters {
     pub unavailable: u64,
     /// Keepalive calls that succeeded.
     pub keepalives: u64,
+    /// Connections taken out of the pool for good with
+    /// [`PooledConnection::detach`](crate::PooledConnection::detach) (each
+    /// slot was refilled).
+    pub detached: u64,
 }
 
 /// A snapshot of a pool, from [`ConnectionPool::state`](crate::ConnectionPool::state).
