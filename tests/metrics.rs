@@ -15,6 +15,9 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, Prometheu
 
 const LONG: Duration = Duration::from_secs(10);
 
+/// A metric's name, its labels other than `pool`, and its value.
+type Sample = (String, Vec<(String, String)>, f64);
+
 /// What a Prometheus recorder of the test's own renders for one pool.
 struct Seen {
     handle: PrometheusHandle,
@@ -30,7 +33,7 @@ impl Seen {
     }
 
     /// Every sample of the pool: (name, other labels, value).
-    fn samples(&self) -> Vec<(String, Vec<(String, String)>, f64)> {
+    fn samples(&self) -> Vec<Sample> {
         let pool = format!("pool=\"{}\"", self.pool);
         let mut out = Vec::new();
         for line in self.handle.render().lines() {
