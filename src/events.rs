@@ -184,6 +184,20 @@ pub struct CheckoutFailed<'a> {
     pub error: &'a Error,
 }
 
+impl CheckoutFailed<'_> {
+    /// A short name for why, for metric labels: `timeout`, `unavailable`
+    /// or `closed`.
+    pub fn reason(&self) -> &'static str {
+        if self.error.is_unavailable() {
+            "unavailable"
+        } else if self.error.is_closed() {
+            "closed"
+        } else {
+            "timeout"
+        }
+    }
+}
+
 /// [`PoolEvents::checkin`]: a caller handed a connection back.
 #[derive(Debug, Clone, Copy)]
 #[non_exhaustive]

@@ -172,13 +172,7 @@ impl PoolEvents for MetricsEvents {
     }
 
     fn checkout_failed(&self, e: &CheckoutFailed<'_>) {
-        let reason = if e.error.is_unavailable() {
-            "unavailable"
-        } else if e.error.is_closed() {
-            "closed"
-        } else {
-            "timeout"
-        };
+        let reason = e.reason();
         self.record(|| {
             metrics::counter!(CHECKOUT_FAILURES, "pool" => self.pool(), "reason" => reason)
                 .increment(1)

@@ -60,14 +60,7 @@ impl PoolEvents for Record {
         self.push(Ev::Checkout(e.id, e.waited));
     }
     fn checkout_failed(&self, e: &CheckoutFailed<'_>) {
-        let kind = if e.error.is_timeout() {
-            "timeout"
-        } else if e.error.is_unavailable() {
-            "unavailable"
-        } else {
-            "closed"
-        };
-        self.push(Ev::CheckoutFailed(kind.to_owned()));
+        self.push(Ev::CheckoutFailed(e.reason().to_owned()));
     }
     fn checkin(&self, e: &Checkin) {
         self.push(Ev::Checkin(e.id));
@@ -224,41 +217,51 @@ fn events_report_health_checks_and_the_pools_counts() {
     }
 }
 
-/// Calls back into the pool from every event: if any were reported under
-/// the pool lock, this would deadlock (the lock is not reentrant).
-struct Reentrant(StdMutex<Option<ConnectionPool<Mock>>>, StdMutex<u64>);
+/// Calls `f` with the event's name on every event.
+struct OnEvery<F>(F);
 
-impl Reentrant {
-    fn poke(&self) {
-        let pool = self.0.lock().unwrap().clone();
-        if let Some(p) = pool {
-            let _ = p.state();
-            *self.1.lock().unwrap() += 1;
-        }
+impl<F: Fn(&'static str) + Send + Sync + 'static> PoolEvents for OnEvery<F> {
+    fn connected(&self, _: &Connected) {
+        (self.0)("connected")
+    }
+    fn connect_failed(&self, _: &ConnectFailed<'_>) {
+        (self.0)("connect_failed")
+    }
+    fn checkout(&self, _: &Checkout) {
+        (self.0)("checkout")
+    }
+    fn checkout_failed(&self, _: &CheckoutFailed<'_>) {
+        (self.0)("checkout_failed")
+    }
+    fn checkin(&self, _: &Checkin) {
+        (self.0)("checkin")
+    }
+    fn discarded(&self, _: &Discarded) {
+        (self.0)("discarded")
+    }
+    fn health_check(&self, _: &HealthCheck<'_>) {
+        (self.0)("health_check")
+    }
+    fn state(&self, _: &State) {
+        (self.0)("state")
     }
 }
 
-impl PoolEvents for Reentrant {
-    fn connected(&self, _: &Connected) {
-        self.poke()
-    }
-    fn connect_failed(&self, _: &ConnectFailed<'_>) {
-        self.poke()
-    }
-    fn checkout(&self, _: &Checkout) {
-        self.poke()
-    }
-    fn checkout_failed(&self, _: &CheckoutFailed<'_>) {
-        self.poke()
-    }
-    fn checkin(&self, _: &Checkin) {
-        self.poke()
-    }
-    fn discarded(&self, _: &Discarded) {
-        self.poke()
-    }
-    fn health_check(&self, _: &HealthCheck<'_>) {
-        self.poke()
+/// Calls back into the pool from every event: if any were reported under
+/// the pool lock, this would deadlock (the lock is not reentrant).
+#[derive(Default)]
+struct Reentrant {
+    pool: StdMutex<Option<ConnectionPool<Mock>>>,
+    pokes: StdMutex<u64>,
+}
+
+impl Reentrant {
+    fn poke(&self) {
+        let pool = self.pool.lock().unwrap().clone();
+        if let Some(p) = pool {
+            let _ = p.state();
+            *self.pokes.lock().unwrap() += 1;
+        }
     }
 }
 
@@ -266,17 +269,21 @@ impl PoolEvents for Reentrant {
 fn handlers_run_outside_the_pool_lock() {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let h = Arc::new(Reentrant(StdMutex::new(None), StdMutex::new(0)));
+        let h = Arc::new(Reentrant::default());
+        let on_every = {
+            let h = Arc::clone(&h);
+            OnEvery(move |_| h.poke())
+        };
         let p = ConnectionPool::builder()
             .size(2)
             .checkout_timeout(LONG)
             .keepalive(Duration::from_millis(10))
             .validate_after(Duration::ZERO)
             .reconnect_backoff(Duration::from_millis(1), Duration::from_millis(2))
-            .event_handler(Arc::clone(&h))
+            .event_handler(on_every)
             .build(Mock::default())
             .unwrap();
-        *h.0.lock().unwrap() = Some(p.clone());
+        *h.pool.lock().unwrap() = Some(p.clone());
         p.wait_ready(LONG).unwrap();
         let p2 = p.clone();
         let worker = spawn(move || {
@@ -301,9 +308,9 @@ fn handlers_run_outside_the_pool_lock() {
         p.manager().fail.store(false, Ordering::SeqCst);
         assert!(wait_until(LONG, || p.state().counters.keepalives > 0));
         // Break the cycle (handler -> pool) so the pool can close.
-        h.0.lock().unwrap().take();
+        h.pool.lock().unwrap().take();
         p.close();
-        let pokes = *h.1.lock().unwrap();
+        let pokes = *h.pokes.lock().unwrap();
         tx.send((failed, pokes)).unwrap();
     });
     let (failed, pokes) = rx
@@ -311,36 +318,6 @@ fn handlers_run_outside_the_pool_lock() {
         .expect("deadlock: an event was reported while the pool lock was held");
     assert!(failed);
     assert!(pokes > 400, "{pokes}");
-}
-
-/// Panics on every event.
-struct Panicky;
-
-impl PoolEvents for Panicky {
-    fn connected(&self, _: &Connected) {
-        panic!("connected hook")
-    }
-    fn connect_failed(&self, _: &ConnectFailed<'_>) {
-        panic!("connect_failed hook")
-    }
-    fn checkout(&self, _: &Checkout) {
-        panic!("checkout hook")
-    }
-    fn checkout_failed(&self, _: &CheckoutFailed<'_>) {
-        panic!("checkout_failed hook")
-    }
-    fn checkin(&self, _: &Checkin) {
-        panic!("checkin hook")
-    }
-    fn discarded(&self, _: &Discarded) {
-        panic!("discarded hook")
-    }
-    fn health_check(&self, _: &HealthCheck<'_>) {
-        panic!("health_check hook")
-    }
-    fn state(&self, _: &State) {
-        panic!("state hook")
-    }
 }
 
 #[test]
@@ -351,7 +328,7 @@ fn a_panicking_handler_costs_the_pool_nothing() {
         .keepalive(Duration::from_millis(10))
         .validate_after(Duration::ZERO)
         .reconnect_backoff(Duration::from_millis(1), Duration::from_millis(2))
-        .event_handler(Panicky)
+        .event_handler(OnEvery(|what| panic!("the {what} hook panics")))
         .build(Mock::default())
         .unwrap();
     p.wait_ready(LONG).unwrap();

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::{wait_until, Mock};
 use greenpool::metrics::{self, MetricsEvents};
-use greenpool::ConnectionPool;
+use greenpool::{Builder, ConnectionPool};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
 const LONG: Duration = Duration::from_secs(10);
@@ -93,18 +93,23 @@ impl Seen {
     }
 }
 
-#[test]
-fn metrics_report_gauges_counters_by_reason_and_wait_times() {
-    let (recorder, mut m) = Seen::new("orders");
-    let p = ConnectionPool::builder()
-        .size(3)
+/// A ready pool built by `builder` (plus a long checkout timeout and a
+/// short backoff) whose metrics, labelled `name`, `Seen` reads.
+fn metered(name: &'static str, builder: Builder<Mock>) -> (ConnectionPool<Mock>, Seen) {
+    let (recorder, seen) = Seen::new(name);
+    let p = builder
         .checkout_timeout(LONG)
-        .no_validation()
         .reconnect_backoff(Duration::from_millis(1), Duration::from_millis(2))
-        .event_handler(MetricsEvents::new("orders").with_recorder(recorder))
+        .event_handler(MetricsEvents::new(name).with_recorder(recorder))
         .build(Mock::default())
         .unwrap();
     p.wait_ready(LONG).unwrap();
+    (p, seen)
+}
+
+#[test]
+fn metrics_report_gauges_counters_by_reason_and_wait_times() {
+    let (p, mut m) = metered("orders", ConnectionPool::builder().size(3).no_validation());
     assert_eq!(m.counter(metrics::CONNECTS, &[]), 3);
 
     for _ in 0..5 {
@@ -150,16 +155,10 @@ fn metrics_report_gauges_counters_by_reason_and_wait_times() {
 
 #[test]
 fn metrics_report_connect_failures_and_health_checks() {
-    let (recorder, mut m) = Seen::new("cache");
-    let p = ConnectionPool::builder()
+    let builder = ConnectionPool::builder()
         .size(2)
-        .checkout_timeout(LONG)
-        .keepalive(Duration::from_millis(20))
-        .reconnect_backoff(Duration::from_millis(1), Duration::from_millis(2))
-        .event_handler(MetricsEvents::new("cache").with_recorder(recorder))
-        .build(Mock::default())
-        .unwrap();
-    p.wait_ready(LONG).unwrap();
+        .keepalive(Duration::from_millis(20));
+    let (p, mut m) = metered("cache", builder);
     let checks = |m: &mut Seen, result| {
         m.counter(
             metrics::HEALTH_CHECKS,
