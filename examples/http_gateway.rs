@@ -15,7 +15,11 @@
 //! - `GET /ping`: `GET /hello` on the backend through the pool, with `retry`;
 //! - `GET /echo/<text>`: `POST /echo` with `<text>` (percent-decoded; control
 //!   characters are refused) as the body;
-//! - `GET /stats`: the pool's state and counters as JSON.
+//! - `GET /stats`: the pool's state and counters as JSON;
+//! - `GET /metrics`: the pool's metrics (`greenpool::metrics::MetricsEvents`,
+//!   cargo feature `metrics`) in the Prometheus text format, from
+//!   `metrics-exporter-prometheus`'s recorder (no listener of its own: this
+//!   server serves the text).
 //!
 //! A backend failure is `502 Bad Gateway`; no free backend connection within
 //! the checkout timeout is `503 Service Unavailable`; both say why.
@@ -43,12 +47,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use greenpool::http::{self as backend_http, HttpError, HttpManager};
+use greenpool::metrics::MetricsEvents;
 use greenpool::runtime::net::{connect_addr, ConnectOptions};
 use greenpool::runtime::tls::TlsConnector;
 use greenpool::runtime::{self, spawn};
 use greenpool::testing::TestHttpServer;
 use greenpool::{ConnectionPool, Retry};
 use may_minihttp::{HttpServer, HttpService, Request, Response};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 const HELP: &str = "\
 http_gateway: an HTTP server (may_minihttp) whose handlers reach a backend
@@ -71,7 +77,7 @@ OPTIONS:
   --requests N        requests per self-test connection (default 50)
   -h, --help          this text
 
-ENDPOINTS: GET /ping, GET /echo/<text>, GET /stats
+ENDPOINTS: GET /ping, GET /echo/<text>, GET /stats, GET /metrics (Prometheus text)
 
 Set RUST_LOG=info to see the pool's own log lines.";
 
@@ -138,6 +144,8 @@ struct Gateway {
     policy: Retry,
     started: Instant,
     served: Arc<AtomicU64>,
+    /// Renders the pool's metrics.
+    metrics: PrometheusHandle,
 }
 
 impl HttpService for Gateway {
@@ -165,15 +173,25 @@ impl HttpService for Gateway {
                 rsp.header("Content-Type: application/json");
                 rsp.body_vec(self.stats_json().into_bytes());
             }
-            ("GET", "/") => text(rsp, "endpoints: GET /ping, GET /echo/<text>, GET /stats\n"),
-            (_, "/" | "/ping" | "/stats") => {
+            ("GET", "/metrics") => {
+                rsp.header("Content-Type: text/plain; version=0.0.4");
+                rsp.body_vec(self.metrics.render().into_bytes());
+            }
+            ("GET", "/") => text(
+                rsp,
+                "endpoints: GET /ping, GET /echo/<text>, GET /stats, GET /metrics\n",
+            ),
+            (_, "/" | "/ping" | "/stats" | "/metrics") => {
                 rsp.status_code(405, "Method Not Allowed");
                 rsp.header("Allow: GET");
                 text(rsp, "only GET\n");
             }
             _ => {
                 rsp.status_code(404, "Not Found");
-                text(rsp, "not found; try /ping, /echo/<text> or /stats\n");
+                text(
+                    rsp,
+                    "not found; try /ping, /echo/<text>, /stats or /metrics\n",
+                );
             }
         }
         Ok(())
@@ -526,11 +544,15 @@ fn main() -> ExitCode {
         }
     };
 
-    // The pool.
+    // The pool, reporting its events to a Prometheus recorder of its own
+    // (not installed globally: /metrics renders it).
+    let recorder = PrometheusBuilder::new().build_recorder();
+    let metrics = recorder.handle();
     let pool = ConnectionPool::builder()
         .name("backend")
         .size(opts.size)
         .checkout_timeout(Duration::from_secs(2))
+        .event_handler(MetricsEvents::new("backend").with_recorder(Arc::new(recorder)))
         .build(manager)
         .expect("valid pool settings");
     if let Err(e) = pool.wait_ready(Duration::from_secs(5)) {
@@ -546,6 +568,7 @@ fn main() -> ExitCode {
             .retry_level(log::Level::Debug),
         started: Instant::now(),
         served: Arc::new(AtomicU64::new(0)),
+        metrics,
     };
 
     // The HTTP server.
@@ -576,7 +599,7 @@ fn main() -> ExitCode {
     let code = match opts.self_test {
         Some(conns) => run_self_test(listen, conns, opts.requests, embedded.as_ref(), &gateway),
         None => {
-            println!("try: curl http://{listen}/ping  |  curl http://{listen}/echo/hello  |  curl http://{listen}/stats");
+            println!("try: curl http://{listen}/ping  |  curl http://{listen}/echo/hello  |  curl http://{listen}/stats  |  curl http://{listen}/metrics");
             match opts.duration {
                 Some(d) => {
                     runtime::sleep(d);
@@ -607,6 +630,18 @@ fn main() -> ExitCode {
     let _ = server.join(); // Err(Cancel) is the expected outcome
     pool.close();
     code
+}
+
+/// `GET /metrics` once, on a connection of its own: the body of a 200.
+fn scrape_metrics(addr: SocketAddr) -> io::Result<String> {
+    let opts = ConnectOptions::new().read_timeout(Some(Duration::from_secs(10)));
+    let mut c = BufReader::new(connect_addr(addr, &opts)?);
+    match http_get(&mut c, &addr.to_string(), "/metrics")? {
+        (200, body) if body.contains("greenpool_checkouts_total{pool=\"backend\"}") => Ok(body),
+        (status, body) => Err(io::Error::other(format!(
+            "{status}, without the pool's checkout counter: {body:.200}"
+        ))),
+    }
 }
 
 fn run_self_test(
@@ -698,6 +733,24 @@ fn run_self_test(
         s.counters.checkouts,
         s.counters.waited_checkouts
     );
+    match scrape_metrics(listen) {
+        Ok(body) => {
+            let checkouts = body
+                .lines()
+                .find(|l| l.starts_with("greenpool_checkouts_total{"))
+                .and_then(|l| l.rsplit_once(' '))
+                .map_or("none", |(_, v)| v)
+                .to_owned();
+            println!(
+                "  /metrics               {:>10}   lines; greenpool_checkouts_total {checkouts}",
+                body.lines().count()
+            );
+        }
+        Err(e) => {
+            errors += 1;
+            first_error = first_error.or(Some(format!("GET /metrics: {e}")));
+        }
+    }
     if let Some(e) = &first_error {
         println!("  first error: {e}");
     }

@@ -1,10 +1,12 @@
 //! [`Builder`]: every option of a [`ConnectionPool`], validated before use.
 
 use std::marker::PhantomData;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::BuildError;
 use crate::error_set::ErrorSet;
+use crate::events::{EventHandler, PoolEvents};
 use crate::manager::Manager;
 use crate::pool::ConnectionPool;
 
@@ -64,6 +66,8 @@ pub(crate) struct Config {
     /// Injected spawn failures (tests).
     #[cfg(feature = "testing")]
     pub spawn_faults: Option<crate::testing::SpawnFaults>,
+    /// The event handler, if any.
+    pub events: Option<Arc<EventHandler>>,
 }
 
 impl Default for Config {
@@ -86,6 +90,7 @@ impl Default for Config {
             fail_fast: Some(DEFAULT_FAIL_FAST),
             #[cfg(feature = "testing")]
             spawn_faults: None,
+            events: None,
         }
     }
 }
@@ -369,6 +374,20 @@ impl<M: Manager> Builder<M> {
     /// whole timeout (geventconnpool's and r2d2's behaviour).
     pub fn no_fail_fast(mut self) -> Self {
         self.cfg.fail_fast = None;
+        self
+    }
+
+    /// Report the pool's events to `handler` (see [`PoolEvents`]: connects
+    /// and connect failures, checkouts with their wait, failed checkouts,
+    /// checkins, discards with their reason, health checks, and the pool's
+    /// counts once per maintenance tick). Pass an `Arc` to keep a handle on
+    /// the handler; with the `metrics` feature,
+    /// [`MetricsEvents`](crate::metrics::MetricsEvents) reports them through
+    /// the `metrics` crate. Default: none (the pool then pays one branch per
+    /// event). Handlers run outside the pool's lock, and a panicking one
+    /// costs the pool nothing.
+    pub fn event_handler(mut self, handler: impl PoolEvents) -> Self {
+        self.cfg.events = Some(EventHandler::new(handler));
         self
     }
 

@@ -22,16 +22,6 @@ impl Millis {
         )
     }
 
-    /// The raw millisecond count, to keep in an atomic.
-    pub fn raw(self) -> u64 {
-        self.0
-    }
-
-    /// A time from [`raw`](Self::raw).
-    pub fn from_raw(ms: u64) -> Millis {
-        Millis(ms)
-    }
-
     /// How long after `earlier` this is (zero if it is not later).
     pub fn since(self, earlier: Millis) -> Duration {
         Duration::from_millis(self.0.saturating_sub(earlier.0))
@@ -65,6 +55,39 @@ impl CoarseClock {
     }
 }
 
+/// Lets something happen at most once per period (the first time at
+/// once): log lines about a condition that can repeat thousands of times a
+/// second.
+pub(crate) struct RateLimit {
+    epoch: Instant,
+    every: Duration,
+    /// When it last happened, in milliseconds since `epoch`, plus one (0:
+    /// never).
+    last: AtomicU64,
+}
+
+impl RateLimit {
+    pub fn new(every: Duration) -> Self {
+        RateLimit {
+            epoch: Instant::now(),
+            every,
+            last: AtomicU64::new(0),
+        }
+    }
+
+    /// True if the period has passed since the last `true` (or this is the
+    /// first call); reads the real clock.
+    pub fn allow(&self) -> bool {
+        let now = self.epoch.elapsed().as_millis().min(u64::MAX as u128 - 1) as u64 + 1;
+        let last = self.last.load(Ordering::Relaxed);
+        let due = last == 0 || Duration::from_millis(now - last.min(now)) >= self.every;
+        due && self
+            .last
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,5 +105,15 @@ mod tests {
             a.plus(Duration::from_millis(7)).since(a),
             Duration::from_millis(7)
         );
+    }
+
+    #[test]
+    fn rate_limit_allows_the_first_then_once_per_period() {
+        let r = RateLimit::new(Duration::from_millis(30));
+        assert!(r.allow());
+        assert!(!r.allow());
+        std::thread::sleep(Duration::from_millis(35));
+        assert!(r.allow());
+        assert!(!r.allow());
     }
 }

@@ -59,7 +59,8 @@ fn run<M: Manager>(task: &Task<M>, mut slot: Slot<M>) {
             }
         }
         let limit = shared.cfg.connect_timeout;
-        task.set_deadline(deadline_after(limit));
+        let started = Instant::now();
+        task.set_deadline(started.checked_add(limit));
         let attempt = panic::catch_unwind(AssertUnwindSafe(|| {
             shared
                 .manager
@@ -78,7 +79,7 @@ fn run<M: Manager>(task: &Task<M>, mut slot: Slot<M>) {
                     shared
                         .lock()
                         .connect_failed(&shared.cfg, Arc::new(ConnectHung(limit)), false);
-                report.emit();
+                report.emit(shared);
             }
             return;
         }
@@ -86,6 +87,12 @@ fn run<M: Manager>(task: &Task<M>, mut slot: Slot<M>) {
             Ok(Ok(Ok(raw))) => {
                 let conn = Conn::new(shared, raw);
                 log::debug!("pool {}: opened connection #{}", shared.cfg.name, conn.id);
+                shared.emit(|h| {
+                    h.connected(&crate::events::Connected {
+                        id: conn.id,
+                        took: started.elapsed(),
+                    })
+                });
                 return shared.add_connection(conn, slot);
             }
             Ok(Ok(Err(e))) => (e, false),
@@ -111,7 +118,7 @@ fn run<M: Manager>(task: &Task<M>, mut slot: Slot<M>) {
             slot.memory.backoff.saturate();
         }
         let report = shared.lock().connect_failed(&shared.cfg, error, permanent);
-        report.emit();
+        report.emit(shared);
     }
 }
 

@@ -104,9 +104,47 @@ impl<M: Manager> PooledConnection<M> {
     /// opened in the background.
     pub fn discard(mut self) {
         if let Some(mut held) = self.held.take() {
+            self.checked_in(&held);
             held.slot.reason = Some(DiscardReason::Explicit);
             self.shared.discard(held);
         }
+    }
+
+    /// The connection comes back from its user: the checkin event.
+    fn checked_in(&self, held: &Held<M>) {
+        self.shared
+            .emit(|h| h.checkin(&crate::events::Checkin { id: held.conn.id }));
+    }
+
+    /// Take the connection out of the pool for good (deadpool's
+    /// `Object::take`): the pool forgets it, opens a replacement in the
+    /// background, and counts it in
+    /// [`Counters::detached`](crate::Counters::detached). The connection is
+    /// yours to keep or drop; [`Manager::close`] is not called on it. No
+    /// checkin event is reported.
+    ///
+    /// ```
+    /// use greenpool::ConnectionPool;
+    /// use greenpool::testing::{LineManager, TestServer};
+    /// use std::time::Duration;
+    ///
+    /// let server = TestServer::start()?;
+    /// let pool = ConnectionPool::new(LineManager::new(server.addr()), 2)?;
+    /// pool.wait_ready(Duration::from_secs(5))?;
+    /// let mut mine = pool.get()?.detach();
+    /// assert_eq!(mine.request("PING")?, "PONG");
+    /// pool.wait_ready(Duration::from_secs(5))?; // the slot was refilled
+    /// assert_eq!(pool.state().counters.detached, 1);
+    /// assert_eq!(pool.state().open, 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn detach(mut self) -> M::Connection {
+        let Held { conn, mut slot } = self.held.take().expect("connection present until drop");
+        slot.detached = true;
+        // The slot goes back (and is refilled) before the caller sees the
+        // connection.
+        drop(slot);
+        conn.raw
     }
 
     /// Mark the connection to be discarded when the guard drops.
@@ -170,6 +208,7 @@ impl<M: Manager> Drop for PooledConnection<M> {
         let Some(mut held) = self.held.take() else {
             return;
         };
+        self.checked_in(&held);
         // A guard from `with` knows whether its closure unwound. A guard from
         // `get` can only ask the OS thread, which may also be unwinding for
         // another green thread (a destructor that yields mid-unwind); then a

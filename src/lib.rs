@@ -112,11 +112,14 @@ mod deadlines;
 mod error;
 mod error_set;
 pub mod error_type;
+pub mod events;
 mod guard;
 #[cfg(feature = "http")]
 pub mod http;
 mod maintenance;
 mod manager;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 mod pool;
 #[cfg(feature = "redis")]
 pub mod redis;

@@ -18,6 +18,7 @@ use greenpool_runtime::sync::mpsc;
 use greenpool_runtime::time::clamp_timeout;
 use greenpool_runtime::Deadline;
 
+use crate::events::CheckKind;
 use crate::manager::Manager;
 use crate::pool::{Conn, Shared, Task};
 use crate::slot::{Held, Memory, Role};
@@ -59,6 +60,15 @@ fn run<M: Manager>(task: Task<M>) {
             return finish_goodbyes(shared);
         }
         sweep(shared);
+        report_state(shared);
+    }
+}
+
+/// The pool's counts for the event handler's gauges.
+pub(crate) fn report_state<M: Manager>(shared: &Shared<M>) {
+    if shared.has_events() {
+        let state = shared.state();
+        shared.emit(|h| h.state(&state));
     }
 }
 
@@ -304,6 +314,20 @@ fn run_check<M: Manager>(task: &Task<M>, mut held: Held<M>, what: Check, reply: 
         Check::Keepalive => "keepalive",
         Check::Validate => "validation",
     };
+    let started = shared.has_events().then(Instant::now);
+    let report = |result: Result<(), &str>| {
+        shared.emit(|h| {
+            h.health_check(&crate::events::HealthCheck {
+                id,
+                kind: match what {
+                    Check::Keepalive => CheckKind::Keepalive,
+                    Check::Validate => CheckKind::Validation,
+                },
+                took: started.map_or(Duration::ZERO, |t| t.elapsed()),
+                result,
+            })
+        })
+    };
     let raw = &mut held.conn.raw;
     let result = panic::catch_unwind(AssertUnwindSafe(|| match what {
         Check::Keepalive => shared.manager.keepalive(raw),
@@ -320,6 +344,7 @@ fn run_check<M: Manager>(task: &Task<M>, mut held: Held<M>, what: Check, reply: 
             // Per connection: debug. The pool-wide picture (connections that
             // never work) goes through the rate-limited connect health.
             log::debug!("pool {name}: connection #{id} {why}; replacing it");
+            report(Err(&why));
         }
         drop(held);
         if let Some(tx) = reply {
@@ -338,6 +363,7 @@ fn run_check<M: Manager>(task: &Task<M>, mut held: Held<M>, what: Check, reply: 
             greenpool_runtime::panic_message(&*p).unwrap_or("non-string payload")
         )),
     };
+    report(verdict.as_ref().map(|_| ()).map_err(|e| e.as_str()));
     match verdict {
         Ok(()) => match reply {
             None => shared.keepalive_passed(held),

@@ -19,11 +19,12 @@ use greenpool_runtime::sync::{AtomicOption, Blocker, ParkError, Semaphore};
 use greenpool_runtime::{Deadline, JoinHandle, Wait};
 
 use crate::builder::{Builder, Config};
-use crate::clock::{CoarseClock, Millis};
+use crate::clock::{CoarseClock, Millis, RateLimit};
 use crate::connector::{self, ConnectHealth, Failing, HealthReport};
 use crate::deadlines;
 use crate::error::Error;
 use crate::error::SharedError;
+use crate::events::{self, PoolEvents};
 use crate::guard::PooledConnection;
 use crate::maintenance::{self, CheckoutCheck};
 use crate::manager::Manager;
@@ -223,13 +224,18 @@ impl<M: Manager> PoolState<M> {
         self.counters.connect_failures += 1;
         let log = self
             .health
-            .failure(&cfg.name, error, permanent, cfg.backoff_max);
+            .failure(&cfg.name, Arc::clone(&error), permanent, cfg.backoff_max);
         let wake = if self.open() == 0 && cfg.fail_fast.is_some() {
             self.waiters.iter().cloned().collect()
         } else {
             Vec::new()
         };
-        FailureReport { log, wake }
+        FailureReport {
+            log,
+            wake,
+            error,
+            permanent,
+        }
     }
 
     /// The pool is down — no connection open, connects failing for longer
@@ -303,28 +309,35 @@ impl<M: Manager> PoolState<M> {
     ) -> Held<M> {
         self.count(role);
         let memory = conn.memory.take().unwrap_or_else(|| Memory::new(shared));
-        Held {
-            conn,
-            slot: Slot::adopt(shared, role, memory),
-        }
+        let mut slot = Slot::adopt(shared, role, memory);
+        slot.conn = Some((conn.id, conn.created));
+        Held { conn, slot }
     }
 }
 
-/// A connect failure recorded under the pool lock: its log line, and the
-/// waiters to wake so that they can fail fast. [`emit`](Self::emit) both
-/// once the lock is released.
+/// A connect failure recorded under the pool lock: its log line, the
+/// waiters to wake so that they can fail fast, and the event.
+/// [`emit`](Self::emit) them once the lock is released.
 #[must_use = "call emit() once the pool lock is released"]
 pub(crate) struct FailureReport<M: Manager> {
     log: HealthReport,
     wake: Vec<Arc<Waiter<M>>>,
+    error: SharedError,
+    permanent: bool,
 }
 
 impl<M: Manager> FailureReport<M> {
-    pub fn emit(self) {
+    pub fn emit(self, shared: &Shared<M>) {
         self.log.emit();
         for w in self.wake {
             w.unpark();
         }
+        shared.emit(|h| {
+            h.connect_failed(&events::ConnectFailed {
+                error: &*self.error,
+                permanent: self.permanent,
+            })
+        });
     }
 }
 
@@ -360,8 +373,8 @@ pub(crate) struct Shared<M: Manager> {
     pub has_watcher: AtomicBool,
     next_id: AtomicU64,
     next_task: AtomicU64,
-    /// When a failed spawn was last logged (coarse clock; 0: never).
-    last_spawn_failure_log: AtomicU64,
+    /// Failed spawns are logged at most every [`SPAWN_FAILURE_LOG_EVERY`].
+    spawn_failure_log: RateLimit,
     pub clock: CoarseClock,
     /// Suspicion epoch: bumped whenever a connection is found broken, so
     /// that every connection idle since before then proves itself first.
@@ -461,12 +474,7 @@ impl<M: Manager> Shared<M> {
     /// most once every [`SPAWN_FAILURE_LOG_EVERY`] (maintenance retries every
     /// tick, and a runtime at its limit stays there a while).
     pub fn spawn_failed(&self, role: &str, e: &std::io::Error, then: &str) {
-        let now = self.clock.refresh();
-        let last = Millis::from_raw(self.last_spawn_failure_log.load(Ordering::Relaxed));
-        let first = last == Millis::from_raw(0);
-        if first || now.since(last) >= SPAWN_FAILURE_LOG_EVERY {
-            self.last_spawn_failure_log
-                .store(now.raw().max(1), Ordering::Relaxed);
+        if self.spawn_failure_log.allow() {
             log::error!(
                 "pool {}: cannot start a {role} green thread: {e}; {then} (logged at most \
                  every {SPAWN_FAILURE_LOG_EVERY:?})",
@@ -586,7 +594,7 @@ impl<M: Manager> ConnectionPool<M> {
             has_watcher: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
             next_task: AtomicU64::new(1),
-            last_spawn_failure_log: AtomicU64::new(0),
+            spawn_failure_log: RateLimit::new(SPAWN_FAILURE_LOG_EVERY),
             clock: CoarseClock::new(),
             epoch: AtomicU64::new(0),
             tasks: AtomicUsize::new(0),
@@ -653,10 +661,30 @@ impl<M: Manager> ConnectionPool<M> {
         timeout: Option<Duration>,
         pool_timeout: bool,
     ) -> Result<PooledConnection<M>, Error> {
-        let shared = self.shared();
         // Read the clock only if we have to wait or validate: the fast path
         // takes none.
         let mut attempt: Option<Attempt> = None;
+        let got = self.checkout_by(timeout, pool_timeout, &mut attempt);
+        let shared = self.shared();
+        if shared.has_events() {
+            let waited = attempt.map_or(Duration::ZERO, |a| a.start.elapsed());
+            shared.emit(|h| match &got {
+                Ok(c) => h.checkout(&events::Checkout { id: c.id(), waited }),
+                Err(error) => h.checkout_failed(&events::CheckoutFailed { error }),
+            });
+        }
+        got
+    }
+
+    /// [`get_by`](Self::get_by) without the event; `attempt` is set once
+    /// the checkout had to read the clock.
+    fn checkout_by(
+        &self,
+        timeout: Option<Duration>,
+        pool_timeout: bool,
+        attempt: &mut Option<Attempt>,
+    ) -> Result<PooledConnection<M>, Error> {
+        let shared = self.shared();
         loop {
             let (mut held, from_idle) = match shared.try_checkout()? {
                 Some(held) => (held, true),
@@ -804,6 +832,21 @@ impl Attempt {
 }
 
 impl<M: Manager> Shared<M> {
+    /// Report an event to the pool's handler, if it has one (see
+    /// [`crate::events`]); `f` runs only then.
+    #[inline]
+    pub fn emit(&self, f: impl FnOnce(&dyn PoolEvents)) {
+        if let Some(h) = &self.cfg.events {
+            h.call(&self.cfg.name, f);
+        }
+    }
+
+    /// True if the pool has an event handler.
+    #[inline]
+    pub fn has_events(&self) -> bool {
+        self.cfg.events.is_some()
+    }
+
     /// Lock the pool state.
     ///
     /// This never parks the green thread: it spins on `try_lock`, yielding the
@@ -1108,6 +1151,7 @@ impl<M: Manager> Shared<M> {
     /// A connector opened a connection: hand it out.
     pub fn add_connection(self: &Arc<Self>, conn: Box<Conn<M::Connection>>, mut slot: Slot<M>) {
         slot.memory.useful = false;
+        slot.conn = Some((conn.id, conn.created));
         let held = Held { conn, slot };
         let mut st = self.lock();
         if self.is_closed() {
@@ -1239,5 +1283,6 @@ impl<M: Manager> Shared<M> {
         for w in waiters {
             w.blocker.unpark();
         }
+        maintenance::report_state(self);
     }
 }

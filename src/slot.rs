@@ -21,6 +21,7 @@
 //! failed a health check) counts as a failed connect.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::connector::{self, Backoff};
 use crate::error::SharedError;
@@ -86,6 +87,13 @@ pub(crate) struct Slot<M: Manager> {
     /// Why the connection is being closed, for the counters, when the token
     /// is dropped holding one. `None`: a default for the role.
     pub reason: Option<DiscardReason>,
+    /// The id and opening time of the connection the token stands for (none
+    /// while connecting), for the discard event.
+    pub conn: Option<(u64, Instant)>,
+    /// The connection left the pool for good
+    /// ([`PooledConnection::detach`](crate::PooledConnection::detach)): the
+    /// slot is replaced, but nothing was discarded.
+    pub detached: bool,
 }
 
 /// A connection together with its slot's token. Dropping it closes the
@@ -105,6 +113,8 @@ impl<M: Manager> Slot<M> {
             armed: true,
             memory,
             reason: None,
+            conn: None,
+            detached: false,
         }
     }
 
@@ -170,6 +180,7 @@ impl<M: Manager> Drop for Slot<M> {
         self.armed = false;
         let shared = &self.shared;
         let mut memory = self.memory;
+        let mut discarded = None;
         let (replace, report) = {
             let mut st = shared.lock();
             st.uncount(self.role);
@@ -178,12 +189,15 @@ impl<M: Manager> Drop for Slot<M> {
                 (false, None)
             } else {
                 let mut report = None;
-                if self.role != Role::Connecting {
+                if self.detached {
+                    st.counters.detached += 1;
+                } else if self.role != Role::Connecting {
                     let reason = self.reason.unwrap_or(match self.role {
                         Role::Checking => DiscardReason::Keepalive,
                         _ => DiscardReason::Panic,
                     });
                     st.counters.discarded.count(reason);
+                    discarded = Some(reason);
                     if casts_doubt_on_idle(reason) {
                         shared.suspect_idle();
                     }
@@ -198,8 +212,17 @@ impl<M: Manager> Drop for Slot<M> {
                 (true, report)
             }
         };
+        if let (Some(reason), Some((id, created))) = (discarded, self.conn) {
+            shared.emit(|h| {
+                h.discarded(&crate::events::Discarded {
+                    id,
+                    reason,
+                    age: created.elapsed(),
+                })
+            });
+        }
         if let Some(report) = report {
-            report.emit();
+            report.emit(shared);
         }
         if replace {
             connector::spawn(shared, memory);

@@ -32,18 +32,30 @@ pub enum DiscardReason {
     Expired,
 }
 
-impl fmt::Display for DiscardReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl DiscardReason {
+    /// A short lowercase name for metric labels: `error`, `panic`,
+    /// `explicit`, `broken`, `closed`, `cancelled`, `keepalive`,
+    /// `validation`, `expired`.
+    pub fn label(self) -> &'static str {
+        match self {
             DiscardReason::Error => "error",
             DiscardReason::Panic => "panic",
             DiscardReason::Explicit => "explicit",
             DiscardReason::Broken => "broken",
-            DiscardReason::Closed => "closed by the peer while idle",
+            DiscardReason::Closed => "closed",
             DiscardReason::Cancelled => "cancelled",
             DiscardReason::Keepalive => "keepalive",
             DiscardReason::Validation => "validation",
             DiscardReason::Expired => "expired",
+        }
+    }
+}
+
+impl fmt::Display for DiscardReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DiscardReason::Closed => "closed by the peer while idle",
+            other => other.label(),
         })
     }
 }
@@ -130,6 +142,10 @@ pub struct Counters {
     pub unavailable: u64,
     /// Keepalive calls that succeeded.
     pub keepalives: u64,
+    /// Connections taken out of the pool for good with
+    /// [`PooledConnection::detach`](crate::PooledConnection::detach) (each
+    /// slot was refilled).
+    pub detached: u64,
 }
 
 /// A snapshot of a pool, from [`ConnectionPool::state`](crate::ConnectionPool::state).

@@ -38,6 +38,8 @@ enum Op {
     ErrInSet(usize),
     /// Pass an error outside the set through a held guard, drop it.
     ErrNotInSet(usize),
+    /// `detach()` a held guard; the connection is closed outside the pool.
+    Detach(usize),
     /// A green thread checks out a connection and panics holding it.
     PanicInGuard,
     /// Make new connections fail (true) or work (false).
@@ -71,7 +73,8 @@ impl Arbitrary for Op {
             0..=4 => Op::Get,
             5..=7 => Op::Return(i),
             8 => Op::Discard(i),
-            9 | 10 => Op::ErrInSet(i),
+            9 => Op::ErrInSet(i),
+            10 => Op::Detach(i),
             11 => Op::ErrNotInSet(i),
             12 => Op::PanicInGuard,
             13 => Op::ConnectFails(bool::arbitrary(g)),
@@ -87,11 +90,18 @@ impl Arbitrary for Op {
             Op::Sleep(ms) if ms > 0 => Box::new(std::iter::once(Op::Sleep(ms / 2))),
             Op::Cancel(ms) if ms > 0 => Box::new(std::iter::once(Op::Cancel(ms / 2))),
             Op::SpawnFails(n) if n > 1 => Box::new(std::iter::once(Op::SpawnFails(1))),
-            Op::Return(i) | Op::Discard(i) | Op::ErrInSet(i) | Op::ErrNotInSet(i) if i > 0 => {
+            Op::Return(i)
+            | Op::Discard(i)
+            | Op::ErrInSet(i)
+            | Op::ErrNotInSet(i)
+            | Op::Detach(i)
+                if i > 0 =>
+            {
                 let same_kind = match self {
                     Op::Return(_) => Op::Return(0),
                     Op::Discard(_) => Op::Discard(0),
                     Op::ErrInSet(_) => Op::ErrInSet(0),
+                    Op::Detach(_) => Op::Detach(0),
                     _ => Op::ErrNotInSet(0),
                 };
                 Box::new(std::iter::once(same_kind))
@@ -211,7 +221,16 @@ fn run_case(ops: &[Op]) -> Result<(), String> {
                     "step {step}: an error outside the set marked it"
                 );
             }
-            Op::Return(_) | Op::Discard(_) | Op::ErrInSet(_) | Op::ErrNotInSet(_) => {}
+            Op::Detach(i) if !held.is_empty() => {
+                let g = held.remove(i % held.len());
+                dead.insert(g.id());
+                drop(g.detach());
+            }
+            Op::Return(_)
+            | Op::Discard(_)
+            | Op::ErrInSet(_)
+            | Op::ErrNotInSet(_)
+            | Op::Detach(_) => {}
             Op::PanicInGuard => {
                 let (p, seen) = (pool.clone(), Arc::new(Mutex::new(None)));
                 let seen2 = Arc::clone(&seen);
