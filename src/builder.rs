@@ -382,7 +382,7 @@ impl<M: Manager> Builder<M> {
     /// checkins, discards with their reason, health checks, and the pool's
     /// counts once per maintenance tick). Pass an `Arc` to keep a handle on
     /// the handler; with the `metrics` feature,
-    /// [`MetricsEvents`](crate::metrics::MetricsEvents) reports them through
+    /// `greenpool::metrics::MetricsEvents` reports them through
     /// the `metrics` crate. Default: none (the pool then pays one branch per
     /// event). Handlers run outside the pool's lock, and a panicking one
     /// costs the pool nothing.

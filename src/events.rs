@@ -30,8 +30,7 @@ const PANIC_LOG_EVERY: Duration = Duration::from_secs(10);
 /// long: count, record, log. [`state`](Self::state) delivers the pool's
 /// counts (open, idle, in use, waiting) once per maintenance tick, for
 /// gauges. With the `metrics` feature,
-/// [`metrics::MetricsEvents`](crate::metrics::MetricsEvents) is a ready-made
-/// handler.
+/// `greenpool::metrics::MetricsEvents` is a ready-made handler.
 ///
 /// ```
 /// use greenpool::events::{Checkout, Discarded, PoolEvents};
