@@ -125,6 +125,7 @@ mod pool;
 pub mod redis;
 mod retry;
 mod scoped;
+mod sizing;
 mod slot;
 mod stats;
 #[cfg(feature = "testing")]
@@ -146,6 +147,7 @@ pub use retry::{
     retry, Retry, RetryOutcome, DEFAULT_GIVE_UP_MESSAGE, DEFAULT_LOG_TARGET, DEFAULT_MAX_FAILURES,
     DEFAULT_RETRY_MESSAGE, UNBOUNDED_MIN_INTERVAL,
 };
+pub use sizing::ConnInfo;
 pub use stats::{Counters, DiscardReason, Discards, State};
 
 /// The README's examples, compiled as doc tests.

@@ -201,8 +201,9 @@ pub(crate) struct PoolState<M: Manager> {
     /// Keepalive interval learnt from `Manager::server_idle_timeout`.
     pub learnt_keepalive: Option<Duration>,
     pub asked_server_idle_timeout: bool,
-    /// Callers of `wait_ready`, woken when a connection opens or the pool
-    /// closes.
+    /// Callers of `wait_ready` and `close_timeout`, woken when a
+    /// connection opens or the pool closes, and (once closed) when a slot or
+    /// a background green thread ends.
     ready_waiters: Vec<Arc<Blocker>>,
     /// Background green threads by task id.
     pub running: HashMap<u64, Running>,
@@ -554,6 +555,9 @@ impl<M: Manager> Drop for Task<M> {
         // Dropping our own handle detaches; done outside the lock.
         drop(entry);
         self.shared.tasks.fetch_sub(1, Ordering::AcqRel);
+        if self.shared.is_closed() {
+            self.shared.wake_state_waiters();
+        }
     }
 }
 
@@ -1110,13 +1114,15 @@ impl<M: Manager> Shared<M> {
         self.retire(held);
     }
 
-    /// Give the slot back (its token opens a replacement unless the pool is
-    /// closed), then close the connection: the replacement opens while the
-    /// old connection says goodbye. Call outside the lock.
+    /// Close the connection and give the slot back (its token opens a
+    /// replacement unless the pool is closed): the replacement opens while
+    /// the old connection says goodbye. Call outside the lock.
     fn retire(self: &Arc<Self>, held: Held<M>) {
         let Held { conn, slot } = held;
-        drop(slot);
+        // The goodbye is started first (it never blocks), so that a closed
+        // pool's last slot cannot look drained before its goodbye runs.
         self.close_conn(*conn);
+        drop(slot);
     }
 
     /// Close a connection the pool is done with: `Manager::close` in a
@@ -1189,22 +1195,70 @@ impl<M: Manager> Shared<M> {
 
     fn wait_ready(&self, deadline: Deadline, timeout: Duration) -> Result<(), Error> {
         let start = Instant::now();
+        self.wait_on_state(deadline, |st, expired| {
+            if self.is_closed() {
+                Some(Err(Error::Closed))
+            } else if st.open() >= self.cfg.size {
+                Some(Ok(()))
+            } else if expired {
+                Some(Err(Error::NotReady {
+                    waited: timeout.max(start.elapsed()),
+                    size: self.cfg.size,
+                    open: st.open(),
+                    last_connect_error: st.health.current_error(),
+                }))
+            } else {
+                None
+            }
+        })
+    }
+
+    /// True once a closed pool has nothing left: no connection open or
+    /// being opened, no background green thread (goodbyes included).
+    pub fn drained(&self, st: &PoolState<M>) -> bool {
+        self.is_closed()
+            && st.open() + st.connecting == 0
+            && self.tasks.load(Ordering::Acquire) == 0
+    }
+
+    /// Wait until a closed pool is [`drained`](Self::drained), at most until
+    /// `deadline`; true if it is.
+    pub fn wait_drained(&self, deadline: Deadline) -> bool {
+        self.wait_on_state(deadline, |st, expired| {
+            if self.drained(st) {
+                Some(true)
+            } else if expired {
+                Some(false)
+            } else {
+                None
+            }
+        })
+    }
+
+    /// Wake the callers of [`wait_on_state`](Self::wait_on_state): a
+    /// connection opened, or the pool closed, or (once it is closed) a slot
+    /// or a background green thread ended.
+    pub fn wake_state_waiters(&self) {
+        let ready = std::mem::take(&mut self.lock().ready_waiters);
+        for b in ready {
+            b.unpark();
+        }
+    }
+
+    /// Block until `answer` — asked under the lock, with whether the
+    /// deadline has passed — has one. Woken by
+    /// [`wake_state_waiters`](Self::wake_state_waiters); a cancellation
+    /// leaves the list first, then unwinds.
+    fn wait_on_state<R>(
+        &self,
+        deadline: Deadline,
+        mut answer: impl FnMut(&PoolState<M>, bool) -> Option<R>,
+    ) -> R {
         loop {
             let blocker = {
                 let mut st = self.lock();
-                if self.is_closed() {
-                    return Err(Error::Closed);
-                }
-                if st.open() >= self.cfg.size {
-                    return Ok(());
-                }
-                if deadline.is_expired() {
-                    return Err(Error::NotReady {
-                        waited: timeout.max(start.elapsed()),
-                        size: self.cfg.size,
-                        open: st.open(),
-                        last_connect_error: st.health.current_error(),
-                    });
+                if let Some(r) = answer(&st, deadline.is_expired()) {
+                    return r;
                 }
                 // Cancellation comes back as an error so we can leave the list.
                 let b = Arc::new(Blocker::new(true));

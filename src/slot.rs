@@ -226,6 +226,9 @@ impl<M: Manager> Drop for Slot<M> {
         }
         if replace {
             connector::spawn(shared, memory);
+        } else {
+            // Closed: a `close_timeout` may be waiting for the last slot.
+            shared.wake_state_waiters();
         }
     }
 }

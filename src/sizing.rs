@@ -1,0 +1,100 @@
+//! Reshaping a running pool: [`retain`](ConnectionPool::retain) evicts idle
+//! connections by a predicate, [`close_timeout`](ConnectionPool::close_timeout)
+//! closes and waits until everything has ended.
+
+use std::time::Duration;
+
+use greenpool_runtime::Deadline;
+
+use crate::manager::Manager;
+use crate::pool::ConnectionPool;
+use crate::slot::Role;
+use crate::stats::DiscardReason;
+
+/// What [`ConnectionPool::retain`]'s predicate learns about an idle
+/// connection besides the connection itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConnInfo {
+    /// The connection's id (as [`PooledConnection::id`](crate::PooledConnection::id)).
+    pub id: u64,
+    /// How long ago it was opened.
+    pub age: Duration,
+    /// How long it has been idle, on the pool's coarse clock (see
+    /// [`Builder::validate_after`](crate::Builder::validate_after)).
+    pub idle_for: Duration,
+}
+
+impl<M: Manager> ConnectionPool<M> {
+    /// Close every idle connection for which `keep` returns false, and open a
+    /// replacement for each; returns how many were closed. Use it to evict
+    /// connections to a server that is no longer the right one (after a
+    /// failover, a DNS change) without closing the pool.
+    ///
+    /// Only connections idle at the call are seen; those checked out are not
+    /// (mark them with [`PooledConnection::mark_broken`](crate::PooledConnection::mark_broken)
+    /// instead). `keep` runs outside the pool's lock, in the caller; while it
+    /// runs, the idle connections are out of the pool, so keep it quick. If
+    /// `keep` panics, the connections not yet judged are closed and
+    /// replaced (no slot is lost) and the panic continues.
+    ///
+    /// ```
+    /// use greenpool::ConnectionPool;
+    /// use greenpool::testing::{LineManager, TestServer};
+    /// use std::time::Duration;
+    ///
+    /// let server = TestServer::start()?;
+    /// let pool = ConnectionPool::new(LineManager::new(server.addr()), 4)?;
+    /// pool.wait_ready(Duration::from_secs(5))?;
+    /// // Evict the connections with an odd id.
+    /// let closed = pool.retain(|_conn, info| info.id % 2 == 0);
+    /// assert_eq!(closed, 2);
+    /// pool.wait_ready(Duration::from_secs(5))?; // replaced
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn retain(&self, mut keep: impl FnMut(&M::Connection, &ConnInfo) -> bool) -> usize {
+        let shared = self.shared();
+        let taken: Vec<_> = {
+            let mut st = shared.lock();
+            let idle = std::mem::take(&mut st.idle);
+            idle.into_iter()
+                .map(|conn| {
+                    let mut held = st.hold(shared, conn, Role::Checking);
+                    // Counted so if `keep` unwinds before judging it.
+                    held.slot.reason = Some(DiscardReason::Explicit);
+                    held
+                })
+                .collect()
+        };
+        let now = shared.clock.now();
+        let mut closed = 0;
+        for mut held in taken {
+            let info = ConnInfo {
+                id: held.conn.id,
+                age: held.conn.created.elapsed(),
+                idle_for: now.since(held.conn.last_ok),
+            };
+            if keep(&held.conn.raw, &info) {
+                held.slot.reason = None;
+                shared.give_back_unchecked(held);
+            } else {
+                closed += 1;
+                shared.discard(held);
+            }
+        }
+        closed
+    }
+
+    /// [`close`](Self::close) the pool, then wait up to `timeout` until
+    /// everything has ended: every connection closed (those checked out
+    /// included, so this waits for their guards to drop), every goodbye
+    /// ([`Manager::close`]) and every background green thread finished.
+    /// Returns true if that happened in time; false leaves it to finish on
+    /// its own ([`state`](Self::state) says what is left). Blocks only the
+    /// calling green thread (or OS thread).
+    #[must_use = "false means something was still running at the timeout"]
+    pub fn close_timeout(&self, timeout: Duration) -> bool {
+        self.close();
+        self.shared().wait_drained(Deadline::after(timeout))
+    }
+}
