@@ -8,25 +8,15 @@
 
 mod common;
 
+use common::redis;
+
 use std::time::Duration;
 
 use greenpool::redis::{RedisManager, RespError};
 use greenpool::runtime::sleep;
-use greenpool::testing::redis::RedisServer;
 use greenpool::{Builder, ConnectionPool, Retry, State};
 
 const LONG: Duration = Duration::from_secs(10);
-
-fn redis() -> Option<RedisServer> {
-    match RedisServer::start() {
-        Ok(s) => Some(s),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && std::env::var_os("CI").is_none() => {
-            eprintln!("\n*** SKIPPED: {e} ***\n");
-            None
-        }
-        Err(e) => panic!("cannot start redis-server: {e}"),
-    }
-}
 
 fn ping(p: &ConnectionPool<RedisManager>) -> Result<(), RespError> {
     p.with(|c| c.ping())

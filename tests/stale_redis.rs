@@ -10,28 +10,18 @@
 
 mod common;
 
+use common::redis;
+
 use std::time::Duration;
 
 use common::wait_until;
 use greenpool::redis::{RedisManager, RespConnection, Value};
 use greenpool::runtime::sleep;
-use greenpool::testing::redis::RedisServer;
 use greenpool::{Builder, ConnectionPool};
 
 const SIZE: usize = 16;
 const BURST: usize = 64;
 const LONG: Duration = Duration::from_secs(10);
-
-fn redis() -> Option<RedisServer> {
-    match RedisServer::start() {
-        Ok(s) => Some(s),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && std::env::var_os("CI").is_none() => {
-            eprintln!("\n*** SKIPPED: {e} ***\n");
-            None
-        }
-        Err(e) => panic!("cannot start redis-server: {e}"),
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Setup {

@@ -734,16 +734,11 @@ pub fn io_timeout_cost(settings: &Settings, backend: &Backend) -> Section {
          may in `vendor/may`; the closing note of the change that added it compares the \
          same rows on unpatched may and on 1 and 2 workers."
     ));
-    let mut header = vec!["streams", "requests/s", "CPU/req"];
-    header.extend(LATENCY_HEADER);
-    let mut t = Table::new(&header);
-    for ((label, _), list) in variants.iter().zip(lists) {
-        let sm = Summary::of(&list);
-        let mut row = vec![label.to_string(), fmt_rate(sm.rate), fmt_ns(sm.cpu_per_op)];
-        row.extend(latency_cells(sm.latency));
-        t.row(row);
-    }
-    s.table(&t);
+    s.table(&variants_table(
+        "streams",
+        variants.iter().map(|(l, _)| *l),
+        lists,
+    ));
     s
 }
 
@@ -803,15 +798,29 @@ pub fn checkout_check_cost(settings: &Settings, backend: &Backend) -> Section {
          {runs}). The validation runs in a green thread of its own; its caller waits \
          for it without a timer (the pool's deadline watcher enforces the deadline)."
     ));
-    let mut header = vec!["checkout checks", "requests/s", "CPU/req"];
+    s.table(&variants_table(
+        "checkout checks",
+        variants.iter().map(|(l, _)| *l),
+        lists,
+    ));
+    s
+}
+
+/// One row per variant of an alternating run: its label, requests/s,
+/// CPU per request and the latency cells.
+fn variants_table<'a>(
+    first: &str,
+    labels: impl Iterator<Item = &'a str>,
+    lists: Vec<Vec<Outcome>>,
+) -> Table {
+    let mut header = vec![first, "requests/s", "CPU/req"];
     header.extend(LATENCY_HEADER);
     let mut t = Table::new(&header);
-    for ((label, _), list) in variants.iter().zip(lists) {
+    for (label, list) in labels.zip(lists) {
         let sm = Summary::of(&list);
         let mut row = vec![label.to_string(), fmt_rate(sm.rate), fmt_ns(sm.cpu_per_op)];
         row.extend(latency_cells(sm.latency));
         t.row(row);
     }
-    s.table(&t);
-    s
+    t
 }

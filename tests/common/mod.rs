@@ -257,3 +257,16 @@ where
     }
     failures.load(Ordering::SeqCst)
 }
+
+/// A redis-server on a free port, or `None` (said loudly) when it is not
+/// installed, unless `CI` is set (CI always installs it): then it panics.
+pub fn redis() -> Option<greenpool::testing::redis::RedisServer> {
+    match greenpool::testing::redis::RedisServer::start() {
+        Ok(s) => Some(s),
+        Err(e) if e.kind() == io::ErrorKind::NotFound && std::env::var_os("CI").is_none() => {
+            eprintln!("\n*** SKIPPED: {e} ***\n");
+            None
+        }
+        Err(e) => panic!("cannot start redis-server: {e}"),
+    }
+}
