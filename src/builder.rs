@@ -32,6 +32,10 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default fail-fast grace: 1 s (see [`Builder::fail_fast`]). A backend
 /// restart shorter than this costs callers a wait, not an error.
 pub const DEFAULT_FAIL_FAST: Duration = Duration::from_secs(1);
+/// Default idle time after which a connection above
+/// [`Builder::min_idle`] is closed when no [`Builder::idle_timeout`] is set:
+/// 60 s. Only a pool with `min_idle` below `size` has such connections.
+pub const DEFAULT_SHRINK_AFTER: Duration = Duration::from_secs(60);
 /// Largest pool [`Builder::size`] accepted: 10,000. Every slot may need a
 /// green thread of its own (a connector or a health check), and the runtime
 /// holds about 31,000 at once.
@@ -46,6 +50,8 @@ pub(crate) const SERVER_IDLE_MARGIN: f64 = 0.5;
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
     pub size: usize,
+    /// Idle connections kept open (`None`: `size`, all of them).
+    pub min_idle: Option<usize>,
     pub checkout_timeout: Option<Duration>,
     pub discard_on: ErrorSet,
     pub backoff_min: Duration,
@@ -74,6 +80,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             size: DEFAULT_SIZE,
+            min_idle: None,
             checkout_timeout: Some(DEFAULT_CHECKOUT_TIMEOUT),
             discard_on: ErrorSet::io(),
             backoff_min: DEFAULT_BACKOFF_MIN,
@@ -173,9 +180,30 @@ impl<M: Manager> Builder<M> {
     /// Number of connections the pool keeps open (default
     /// [`DEFAULT_SIZE`]). The pool opens them in the background at start and
     /// replaces each one it discards; it never has more than `size` open or
-    /// being opened. Must be at least 1.
+    /// being opened. Must be at least 1. With [`min_idle`](Self::min_idle)
+    /// below it, `size` is the most the pool grows to; it can be changed
+    /// later with [`ConnectionPool::resize`].
     pub fn size(mut self, size: usize) -> Self {
         self.cfg.size = size;
+        self
+    }
+
+    /// Keep at least `n` connections idle, open ahead of demand, and open
+    /// more on demand up to [`size`](Self::size) (r2d2's `min_idle`).
+    /// Default: `size`, so that every connection is opened at start and kept
+    /// open.
+    ///
+    /// With `n` below `size` the pool starts with `n` connections. Whenever
+    /// a checkout leaves fewer than `n` idle, or a caller has to wait, a
+    /// connection is opened in the background (one per missing idle
+    /// connection and per waiter, never more than `size` in all). A
+    /// connection above `n` that sits idle for [`idle_timeout`](Self::idle_timeout)
+    /// (or [`DEFAULT_SHRINK_AFTER`] when that is unset) is closed and not
+    /// replaced, counted as [`DiscardReason::Surplus`](crate::DiscardReason::Surplus).
+    /// `min_idle(0)` opens nothing until the first checkout, which then
+    /// waits for a connect. Must not exceed `size`.
+    pub fn min_idle(mut self, n: usize) -> Self {
+        self.cfg.min_idle = Some(n);
         self
     }
 
@@ -448,6 +476,12 @@ impl<M: Manager> Builder<M> {
             return Err(BuildError::new(format!(
                 "size {} is above the maximum of {MAX_SIZE} (every slot may need a green \
                  thread of its own)",
+                c.size
+            )));
+        }
+        if let Some(n) = c.min_idle.filter(|&n| n > c.size) {
+            return Err(BuildError::new(format!(
+                "min_idle {n} is above size {} (size is the most connections the pool opens)",
                 c.size
             )));
         }

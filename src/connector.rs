@@ -3,7 +3,9 @@
 //! Every pool slot is always either open or owned by exactly one connector, so
 //! the pool never has more than `size` connections open or being opened, and
 //! each failed slot is retried on its own backoff schedule: once the server is
-//! back, the pool is full again within one maximum backoff period.
+//! back, the pool is full again within one maximum backoff period. A connector
+//! whose slot the pool no longer wants (the demand that started it is gone,
+//! or `resize` lowered the size) ends before its next attempt.
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
@@ -43,6 +45,9 @@ fn run<M: Manager>(task: &Task<M>, mut slot: Slot<M>) {
             return;
         }
         if slot.memory.failures > 0 {
+            if unwanted(shared) {
+                return;
+            }
             let delay = slot.memory.backoff.next_delay();
             log::debug!(
                 "pool {}: next connect attempt in {delay:?}",
@@ -54,7 +59,7 @@ fn run<M: Manager>(task: &Task<M>, mut slot: Slot<M>) {
             // with several connectors waiting at once a connector was seen
             // never to wake.)
             greenpool_runtime::sleep(delay);
-            if shared.is_closed() {
+            if shared.is_closed() || unwanted(shared) {
                 return;
             }
         }
@@ -120,6 +125,13 @@ fn run<M: Manager>(task: &Task<M>, mut slot: Slot<M>) {
         let report = shared.lock().connect_failed(&shared.cfg, error, permanent);
         report.emit(shared);
     }
+}
+
+/// More slots are taken than the pool wants: a connector retrying can give
+/// its slot up (its token then starts no replacement).
+fn unwanted<M: Manager>(shared: &Shared<M>) -> bool {
+    let st = shared.lock();
+    st.slots() > st.wanted()
 }
 
 /// `Instant::now() + d`, or `None` if that is past what an `Instant` holds.

@@ -18,10 +18,11 @@ use greenpool_runtime::sync::mpsc;
 use greenpool_runtime::time::clamp_timeout;
 use greenpool_runtime::Deadline;
 
+use crate::builder::DEFAULT_SHRINK_AFTER;
 use crate::events::CheckKind;
 use crate::manager::Manager;
 use crate::pool::{Conn, Shared, Task};
-use crate::slot::{Held, Memory, Role};
+use crate::slot::{Held, Role};
 use crate::stats::DiscardReason;
 
 /// Longest sleep of the maintenance green thread.
@@ -121,19 +122,36 @@ fn sweep<M: Manager>(shared: &Arc<Shared<M>>) {
     let keepalive = keepalive_interval(shared);
     let now = shared.clock.refresh();
     let running_keepalives = shared.enforce_deadlines(Instant::now());
-    let mut room = keepalive_concurrency(shared.cfg.size).saturating_sub(running_keepalives);
+    let shrink_after = shared.cfg.idle_timeout.unwrap_or(DEFAULT_SHRINK_AFTER);
     let (expired, due, deficit) = {
         let mut st = shared.lock();
+        let mut room = keepalive_concurrency(st.size).saturating_sub(running_keepalives);
         let mut expired = Vec::new();
         let mut due = Vec::new();
+        // Idle connections the pool can do without: those above `min_idle`
+        // (they close once idle for `shrink_after`), and those above a size
+        // lowered by `resize` (they close now).
+        let mut spare = st.idle.len().saturating_sub(st.min_idle());
+        let mut over_size = st.slots().saturating_sub(st.size);
         let idle = std::mem::take(&mut st.idle);
         // Oldest first, so that the longest idle get their keepalive first.
         for conn in idle {
             let idle_for = now.since(conn.last_ok);
-            if conn.expires.is_some_and(|at| at <= now)
+            // Surplus first: a spare past the idle timeout is not replaced,
+            // so it is no expiry.
+            let surplus = over_size > 0 || (spare > 0 && idle_for >= shrink_after);
+            if surplus
+                || conn.expires.is_some_and(|at| at <= now)
                 || shared.cfg.idle_timeout.is_some_and(|t| idle_for >= t)
             {
-                expired.push(conn);
+                spare = spare.saturating_sub(1);
+                over_size = over_size.saturating_sub(1);
+                let reason = if surplus {
+                    DiscardReason::Surplus
+                } else {
+                    DiscardReason::Expired
+                };
+                expired.push((conn, reason));
             } else if room > 0 && keepalive.is_some_and(|k| idle_for >= k) {
                 room -= 1;
                 due.push(conn);
@@ -143,9 +161,9 @@ fn sweep<M: Manager>(shared: &Arc<Shared<M>>) {
         }
         let expired: Vec<_> = expired
             .into_iter()
-            .map(|c| {
+            .map(|(c, reason)| {
                 let mut held = st.hold(shared, c, Role::Checking);
-                held.slot.reason = Some(DiscardReason::Expired);
+                held.slot.reason = Some(reason);
                 held
             })
             .collect();
@@ -157,17 +175,14 @@ fn sweep<M: Manager>(shared: &Arc<Shared<M>>) {
         let deficit = if shared.is_closed() {
             0
         } else {
-            shared.cfg.size.saturating_sub(st.open() + st.connecting)
+            st.start_missing()
         };
-        st.connecting += deficit;
         (expired, due, deficit)
     };
     for held in expired {
         shared.discard(held);
     }
-    for _ in 0..deficit {
-        crate::connector::spawn(shared, Memory::new(shared));
-    }
+    shared.spawn_connectors(deficit);
     for held in due {
         let deadline = crate::connector::deadline_after(shared.cfg.health_check_timeout);
         spawn_check(shared, held, Check::Keepalive, None, deadline);

@@ -192,6 +192,10 @@ pub(crate) struct PoolState<M: Manager> {
     /// When the deadline watcher will next wake (`None`: not until kicked).
     /// A watched waiter with an earlier deadline must kick it.
     pub watcher_wakes_at: Option<Instant>,
+    /// The most slots: `Builder::size`, or the last `resize`.
+    pub size: usize,
+    /// `Builder::min_idle` (`None`: `size`, whatever it is now).
+    pub min_idle: Option<usize>,
     /// Slot tokens by role (see [`Slot`]).
     pub in_use: usize,
     pub checking: usize,
@@ -212,6 +216,36 @@ pub(crate) struct PoolState<M: Manager> {
 impl<M: Manager> PoolState<M> {
     pub fn open(&self) -> usize {
         self.idle.len() + self.in_use + self.checking
+    }
+
+    /// Slots taken: connections open or being opened.
+    pub fn slots(&self) -> usize {
+        self.open() + self.connecting
+    }
+
+    /// Idle connections to keep open ahead of demand.
+    pub fn min_idle(&self) -> usize {
+        self.min_idle.map_or(self.size, |n| n.min(self.size))
+    }
+
+    /// How many slots the pool wants now: one per connection in use and per
+    /// waiter, plus `min_idle` spare (a connection being checked is a spare
+    /// too), never more than `size`. With the default `min_idle` (= `size`)
+    /// that is always `size`.
+    pub fn wanted(&self) -> usize {
+        (self.in_use + self.waiters.len() + self.min_idle()).min(self.size)
+    }
+
+    /// Count connectors for the slots [`wanted`](Self::wanted) but not
+    /// taken; returns how many the caller must [`spawn_connectors`] once the
+    /// lock is released.
+    ///
+    /// [`spawn_connectors`]: Shared::spawn_connectors
+    #[must_use = "spawn the connectors counted"]
+    pub fn start_missing(&mut self) -> usize {
+        let missing = self.wanted().saturating_sub(self.slots());
+        self.connecting += missing;
+        missing
     }
 
     /// Count a failed connect attempt. While no connection is open, waiters
@@ -273,7 +307,12 @@ impl<M: Manager> PoolState<M> {
     /// Give a working connection to the oldest waiter, or make it idle.
     /// Returns the waiter to unpark once the lock is released, and the
     /// disarmed token to drop then.
-    fn deliver(&mut self, held: Held<M>) -> Delivered<M> {
+    fn deliver(&mut self, mut held: Held<M>) -> Delivered<M> {
+        if self.slots() > self.size {
+            // `resize` lowered the size: this one closes instead.
+            held.slot.reason = Some(DiscardReason::Surplus);
+            return Delivered::Surplus(held);
+        }
         let Held { mut conn, mut slot } = held;
         self.uncount(slot.role());
         match self.waiters.pop_front() {
@@ -347,14 +386,17 @@ impl<M: Manager> FailureReport<M> {
 enum Delivered<M: Manager> {
     Waiter(Arc<Waiter<M>>),
     Idle(Slot<M>),
+    /// Above the size: closed, not replaced.
+    Surplus(Held<M>),
 }
 
 impl<M: Manager> Delivered<M> {
     /// Finish the delivery, after the pool lock is released.
-    fn finish(self) {
+    fn finish(self, shared: &Arc<Shared<M>>) {
         match self {
             Delivered::Waiter(w) => w.unpark(),
             Delivered::Idle(slot) => slot.disarm(),
+            Delivered::Surplus(held) => shared.retire(held),
         }
     }
 }
@@ -576,6 +618,7 @@ impl<M: Manager> ConnectionPool<M> {
 
     pub(crate) fn start(manager: M, cfg: Config) -> Self {
         let size = cfg.size;
+        let opening = cfg.min_idle.unwrap_or(size);
         let shared = Arc::new(Shared {
             manager,
             state: Mutex::new(PoolState {
@@ -584,7 +627,9 @@ impl<M: Manager> ConnectionPool<M> {
                 watcher_wakes_at: None,
                 in_use: 0,
                 checking: 0,
-                connecting: size,
+                size,
+                min_idle: cfg.min_idle,
+                connecting: opening,
                 counters: Counters::default(),
                 health: ConnectHealth::default(),
                 learnt_keepalive: None,
@@ -605,13 +650,10 @@ impl<M: Manager> ConnectionPool<M> {
             cfg,
         });
         log::debug!(
-            "pool {}: starting with {} connections",
+            "pool {}: starting with {opening} connections (at most {size})",
             shared.cfg.name,
-            size
         );
-        for _ in 0..size {
-            connector::spawn(&shared, Memory::new(&shared));
-        }
+        shared.spawn_connectors(opening);
         maintenance::spawn(&shared);
         deadlines::spawn(&shared);
         ConnectionPool {
@@ -742,10 +784,11 @@ impl<M: Manager> ConnectionPool<M> {
         }
     }
 
-    /// Wait until all `size` connections are open, e.g. at start-up. Fails
-    /// with [`Error::NotReady`] (carrying the last connect error) if they are
-    /// not open within `timeout`, and with [`Error::Closed`] if the pool
-    /// closes.
+    /// Wait until the connections the pool keeps open are open — all `size`
+    /// of them by default, [`min_idle`](Builder::min_idle) if that is set —
+    /// e.g. at start-up. Fails with [`Error::NotReady`] (carrying the last
+    /// connect error) if they are not open within `timeout`, and with
+    /// [`Error::Closed`] if the pool closes.
     pub fn wait_ready(&self, timeout: Duration) -> Result<(), Error> {
         self.shared().wait_ready(Deadline::after(timeout), timeout)
     }
@@ -755,9 +798,10 @@ impl<M: Manager> ConnectionPool<M> {
         self.shared().state()
     }
 
-    /// The pool's size.
+    /// The pool's size: the most connections it opens
+    /// ([`Builder::size`], or the last [`resize`](Self::resize)).
     pub fn size(&self) -> usize {
-        self.shared().cfg.size
+        self.shared().lock().size
     }
 
     /// The manager, e.g. to read its settings.
@@ -915,7 +959,11 @@ impl<M: Manager> Shared<M> {
         if self.is_closed() {
             return Err(Error::Closed);
         }
-        Ok(st.take_idle(self))
+        let held = st.take_idle(self);
+        let grow = st.start_missing();
+        drop(st);
+        self.spawn_connectors(grow);
+        Ok(held)
     }
 
     /// Take an idle connection, or wait in line for one until the deadline.
@@ -932,6 +980,9 @@ impl<M: Manager> Shared<M> {
             return Err(Error::Closed);
         }
         if let Some(held) = st.take_idle(self) {
+            let grow = st.start_missing();
+            drop(st);
+            self.spawn_connectors(grow);
             return Ok((held, true));
         }
         if let Some(e) = self.unavailable_error(&mut st, a) {
@@ -965,6 +1016,7 @@ impl<M: Manager> Shared<M> {
             st.waiters.push_back(Arc::clone(&waiter));
         }
         st.counters.waited_checkouts += 1;
+        let grow = st.start_missing();
         let kick = watched_deadline.is_some_and(|at| {
             let earlier = st.watcher_wakes_at.is_none_or(|wakes| at < wakes);
             if earlier {
@@ -973,6 +1025,7 @@ impl<M: Manager> Shared<M> {
             earlier
         });
         drop(st);
+        self.spawn_connectors(grow);
         if kick {
             self.watcher_kick.post();
         }
@@ -1021,7 +1074,7 @@ impl<M: Manager> Shared<M> {
             let delivered = held.map(|h| st.deliver(h));
             drop(st);
             if let Some(d) = delivered {
-                d.finish();
+                d.finish(self);
             }
             greenpool_runtime::sync::resume_cancel();
         }
@@ -1040,7 +1093,7 @@ impl<M: Manager> Shared<M> {
         st.counters.unavailable += 1;
         Some(Error::Unavailable {
             waited: a.start.elapsed(),
-            size: self.cfg.size,
+            size: st.size,
             failing_for: down.since.elapsed(),
             permanent: down.permanent,
             last_connect_error: down.error,
@@ -1052,7 +1105,7 @@ impl<M: Manager> Shared<M> {
         st.counters.checkout_timeouts += 1;
         Error::Timeout {
             waited: a.start.elapsed(),
-            size: self.cfg.size,
+            size: st.size,
             open: st.open(),
             last_connect_error: st.health.current_error(),
             connecting: st.connecting,
@@ -1081,7 +1134,7 @@ impl<M: Manager> Shared<M> {
         let report = first_work.then(|| st.health.recovered(&self.cfg.name));
         let delivered = st.deliver(held);
         drop(st);
-        delivered.finish();
+        delivered.finish(self);
         if let Some(r) = report {
             r.emit();
         }
@@ -1097,7 +1150,7 @@ impl<M: Manager> Shared<M> {
         }
         let delivered = st.deliver(held);
         drop(st);
-        delivered.finish();
+        delivered.finish(self);
     }
 
     /// Close a connection and open a replacement in the background (the
@@ -1154,6 +1207,49 @@ impl<M: Manager> Shared<M> {
         self.lock().running.values().filter(|r| r.goodbye).count()
     }
 
+    /// Start `n` connectors for slots already counted in `connecting` (see
+    /// [`PoolState::start_missing`]), each with a fresh connect history.
+    pub fn spawn_connectors(self: &Arc<Self>, n: usize) {
+        for _ in 0..n {
+            connector::spawn(self, Memory::new(self));
+        }
+    }
+
+    /// Change the size; see [`ConnectionPool::resize`].
+    pub fn resize(self: &Arc<Self>, size: usize) {
+        let (grow, surplus) = {
+            let mut st = self.lock();
+            if self.is_closed() {
+                return;
+            }
+            st.size = size;
+            let grow = st.start_missing();
+            // Idle connections above the new size close now, the oldest
+            // first; those in use close as they come back, connectors as
+            // they fail or open.
+            let over = st.slots().saturating_sub(size).min(st.idle.len());
+            let surplus: Vec<_> = st.idle.drain(..over).collect();
+            let surplus: Vec<_> = surplus
+                .into_iter()
+                .map(|c| {
+                    let mut held = st.hold(self, c, Role::Checking);
+                    held.slot.reason = Some(DiscardReason::Surplus);
+                    held
+                })
+                .collect();
+            (grow, surplus)
+        };
+        log::info!(
+            "pool {}: resized to {size} ({grow} connections to open, {} idle closed)",
+            self.cfg.name,
+            surplus.len()
+        );
+        self.spawn_connectors(grow);
+        for held in surplus {
+            self.discard(held);
+        }
+    }
+
     /// A connector opened a connection: hand it out.
     pub fn add_connection(self: &Arc<Self>, conn: Box<Conn<M::Connection>>, mut slot: Slot<M>) {
         slot.memory.useful = false;
@@ -1168,7 +1264,7 @@ impl<M: Manager> Shared<M> {
         let delivered = st.deliver(held);
         let ready = std::mem::take(&mut st.ready_waiters);
         drop(st);
-        delivered.finish();
+        delivered.finish(self);
         for b in ready {
             b.unpark();
         }
@@ -1187,7 +1283,7 @@ impl<M: Manager> Shared<M> {
         let report = first_work.then(|| st.health.recovered(&self.cfg.name));
         let delivered = st.deliver(held);
         drop(st);
-        delivered.finish();
+        delivered.finish(self);
         if let Some(r) = report {
             r.emit();
         }
@@ -1198,12 +1294,12 @@ impl<M: Manager> Shared<M> {
         self.wait_on_state(deadline, |st, expired| {
             if self.is_closed() {
                 Some(Err(Error::Closed))
-            } else if st.open() >= self.cfg.size {
+            } else if st.open() >= st.min_idle() {
                 Some(Ok(()))
             } else if expired {
                 Some(Err(Error::NotReady {
                     waited: timeout.max(start.elapsed()),
-                    size: self.cfg.size,
+                    size: st.min_idle(),
                     open: st.open(),
                     last_connect_error: st.health.current_error(),
                 }))
@@ -1285,7 +1381,8 @@ impl<M: Manager> Shared<M> {
     pub fn state(&self) -> State {
         let st = self.lock();
         State {
-            size: self.cfg.size,
+            size: st.size,
+            min_idle: st.min_idle(),
             open: st.open(),
             idle: st.idle.len(),
             in_use: st.in_use,

@@ -1,11 +1,16 @@
-//! Reshaping a running pool: [`retain`](ConnectionPool::retain) evicts idle
-//! connections by a predicate, [`close_timeout`](ConnectionPool::close_timeout)
-//! closes and waits until everything has ended.
+//! Reshaping a running pool: [`resize`](ConnectionPool::resize) changes its
+//! size, [`retain`](ConnectionPool::retain) evicts idle connections by a
+//! predicate, [`close_timeout`](ConnectionPool::close_timeout) closes and
+//! waits until everything has ended. (Growth on demand between
+//! [`Builder::min_idle`](crate::Builder::min_idle) and the size is the
+//! pool's own: see `PoolState::wanted`.)
 
 use std::time::Duration;
 
 use greenpool_runtime::Deadline;
 
+use crate::builder::MAX_SIZE;
+use crate::error::BuildError;
 use crate::manager::Manager;
 use crate::pool::ConnectionPool;
 use crate::slot::Role;
@@ -26,8 +31,48 @@ pub struct ConnInfo {
 }
 
 impl<M: Manager> ConnectionPool<M> {
+    /// Change the most connections the pool opens (deadpool's `resize`).
+    /// Never blocks.
+    ///
+    /// Growing opens the new connections in the background (as far as
+    /// [`Builder::min_idle`](crate::Builder::min_idle) asks: with the
+    /// default, all of them). Shrinking closes idle connections above the
+    /// new size at once, the longest idle first; connections in use close
+    /// as they are given back, and connects in progress as they finish.
+    /// Each counts as [`DiscardReason::Surplus`] and is not replaced, so
+    /// [`state`](Self::state) shows `open + connecting` above `size` until
+    /// the last of them is back. A `min_idle` above the new size acts as the
+    /// size. On a closed pool it does nothing.
+    ///
+    /// Fails, changing nothing, if `size` is 0 or above [`MAX_SIZE`].
+    ///
+    /// ```
+    /// use greenpool::ConnectionPool;
+    /// use greenpool::testing::{LineManager, TestServer};
+    /// use std::time::Duration;
+    ///
+    /// let server = TestServer::start()?;
+    /// let pool = ConnectionPool::new(LineManager::new(server.addr()), 2)?;
+    /// pool.resize(4)?;
+    /// pool.wait_ready(Duration::from_secs(5))?; // 4 open
+    /// assert_eq!(pool.state().open, 4);
+    /// assert!(pool.resize(0).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn resize(&self, size: usize) -> Result<(), BuildError> {
+        if size == 0 || size > MAX_SIZE {
+            return Err(BuildError::new(format!(
+                "resize: size must be between 1 and {MAX_SIZE}, got {size}"
+            )));
+        }
+        self.shared().resize(size);
+        Ok(())
+    }
+
     /// Close every idle connection for which `keep` returns false, and open a
-    /// replacement for each; returns how many were closed. Use it to evict
+    /// replacement for each (as far as the pool wants one: all of them unless
+    /// [`Builder::min_idle`](crate::Builder::min_idle) is below the size);
+    /// returns how many were closed. Use it to evict
     /// connections to a server that is no longer the right one (after a
     /// failover, a DNS change) without closing the pool.
     ///

@@ -6,12 +6,15 @@
 //! The token's count in [`PoolState`](crate::pool::PoolState) changes in the
 //! same critical section as the token is made or disarmed, and dropping an
 //! armed token — on any path: a return, an unwind, a cancellation, a panic —
-//! gives the slot back and starts a replacement connector. Idle connections
+//! gives the slot back and, if the pool still wants the slot
+//! (`PoolState::wanted`: always, unless `min_idle` is below the size or
+//! `resize` lowered it), starts a replacement connector. Idle connections
 //! hold no token: they sit in the pool's idle list, counted by its length,
 //! and become a token again under the same lock that takes them out.
 //!
 //! So the books cannot drift: `open + connecting` is the number of tokens
-//! plus idle connections, never above `size`, and a slot is only ever lost
+//! plus idle connections, never above `size` (but for the surplus a `resize`
+//! down leaves until it comes back), and a slot is only ever lost
 //! when a connector green thread cannot be started at all (then maintenance
 //! reopens it on its next tick).
 //!
@@ -208,8 +211,11 @@ impl<M: Manager> Drop for Slot<M> {
                     }
                 }
                 memory.useful = false;
-                st.connecting += 1;
-                (true, report)
+                let wanted = st.slots() < st.wanted();
+                if wanted {
+                    st.connecting += 1;
+                }
+                (wanted, report)
             }
         };
         if let (Some(reason), Some((id, created))) = (discarded, self.conn) {
@@ -226,8 +232,8 @@ impl<M: Manager> Drop for Slot<M> {
         }
         if replace {
             connector::spawn(shared, memory);
-        } else {
-            // Closed: a `close_timeout` may be waiting for the last slot.
+        } else if shared.is_closed() {
+            // A `close_timeout` may be waiting for the last slot.
             shared.wake_state_waiters();
         }
     }

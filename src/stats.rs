@@ -30,12 +30,17 @@ pub enum DiscardReason {
     Validation,
     /// It exceeded the idle timeout or its maximum lifetime.
     Expired,
+    /// The pool had more connections than it needs: one above
+    /// [`Builder::min_idle`](crate::Builder::min_idle) idle too long, or one
+    /// above a size lowered by [`ConnectionPool::resize`](crate::ConnectionPool::resize).
+    /// Not replaced.
+    Surplus,
 }
 
 impl DiscardReason {
     /// A short lowercase name for metric labels: `error`, `panic`,
     /// `explicit`, `broken`, `closed`, `cancelled`, `keepalive`,
-    /// `validation`, `expired`.
+    /// `validation`, `expired`, `surplus`.
     pub fn label(self) -> &'static str {
         match self {
             DiscardReason::Error => "error",
@@ -47,6 +52,7 @@ impl DiscardReason {
             DiscardReason::Keepalive => "keepalive",
             DiscardReason::Validation => "validation",
             DiscardReason::Expired => "expired",
+            DiscardReason::Surplus => "surplus",
         }
     }
 }
@@ -82,6 +88,8 @@ pub struct Discards {
     pub validation: u64,
     /// Idle too long or past its lifetime.
     pub expired: u64,
+    /// Closed because the pool had more than it needs (not replaced).
+    pub surplus: u64,
 }
 
 impl Discards {
@@ -96,6 +104,7 @@ impl Discards {
             + self.keepalive
             + self.validation
             + self.expired
+            + self.surplus
     }
 
     pub(crate) fn count(&mut self, reason: DiscardReason) {
@@ -109,6 +118,7 @@ impl Discards {
             DiscardReason::Keepalive => &mut self.keepalive,
             DiscardReason::Validation => &mut self.validation,
             DiscardReason::Expired => &mut self.expired,
+            DiscardReason::Surplus => &mut self.surplus,
         };
         *slot += 1;
     }
@@ -150,12 +160,18 @@ pub struct Counters {
 
 /// A snapshot of a pool, from [`ConnectionPool::state`](crate::ConnectionPool::state).
 ///
-/// `open == idle + in_use + checking` and `open + connecting <= size` hold in
-/// every snapshot.
+/// `open == idle + in_use + checking` holds in every snapshot, and so does
+/// `open + connecting <= size` except for a while after
+/// [`resize`](crate::ConnectionPool::resize) lowered `size` (the surplus
+/// closes as it comes back).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct State {
-    /// The configured number of connections.
+    /// The most connections the pool opens: [`Builder::size`](crate::Builder::size),
+    /// or the last [`resize`](crate::ConnectionPool::resize).
     pub size: usize,
+    /// Idle connections the pool keeps open ahead of demand
+    /// ([`Builder::min_idle`](crate::Builder::min_idle), at most `size`).
+    pub min_idle: usize,
     /// Connections open now.
     pub open: usize,
     /// Open and waiting in the pool.

@@ -61,12 +61,42 @@ enum Op {
     /// The server stops answering (true: requests, and so validations and
     /// keepalives, hang until their timeouts) or answers again (false).
     Stall(bool),
+    /// `resize(1 + n % MAX_RESIZE)`.
+    Resize(u8),
+}
+
+/// The largest size a `Resize` asks for.
+const MAX_RESIZE: u8 = 4;
+
+/// How a case's pool is built: every connection kept open (the default), or
+/// `min_idle` below the size, so that it grows on demand and shrinks after
+/// `SHRINK_AFTER` idle.
+#[derive(Clone, Debug)]
+struct Shape {
+    min_idle: Option<usize>,
+}
+
+const SHRINK_AFTER: Duration = Duration::from_millis(150);
+
+impl Arbitrary for Shape {
+    fn arbitrary(g: &mut Gen) -> Self {
+        let min_idle = bool::arbitrary(g).then(|| usize::arbitrary(g) % SIZE);
+        Shape { min_idle }
+    }
+
+    fn shrink(&self) -> Box<dyn Iterator<Item = Self>> {
+        match self.min_idle {
+            Some(_) => Box::new(std::iter::once(Shape { min_idle: None })),
+            None => Box::new(std::iter::empty()),
+        }
+    }
 }
 
 impl Arbitrary for Op {
     fn arbitrary(g: &mut Gen) -> Self {
         let i = usize::arbitrary(g);
-        match u8::arbitrary(g) % 24 {
+        match u8::arbitrary(g) % 26 {
+            24 | 25 => Op::Resize(u8::arbitrary(g) % MAX_RESIZE),
             20 | 21 => Op::Cancel(u8::arbitrary(g) % 60),
             22 => Op::SpawnFails(u8::arbitrary(g) % 4),
             23 => Op::Stall(bool::arbitrary(g)),
@@ -90,6 +120,7 @@ impl Arbitrary for Op {
             Op::Sleep(ms) if ms > 0 => Box::new(std::iter::once(Op::Sleep(ms / 2))),
             Op::Cancel(ms) if ms > 0 => Box::new(std::iter::once(Op::Cancel(ms / 2))),
             Op::SpawnFails(n) if n > 1 => Box::new(std::iter::once(Op::SpawnFails(1))),
+            Op::Resize(n) if n > 0 => Box::new(std::iter::once(Op::Resize(n - 1))),
             Op::Return(i)
             | Op::Discard(i)
             | Op::ErrInSet(i)
@@ -152,12 +183,15 @@ macro_rules! ensure {
     };
 }
 
-fn run_case(ops: &[Op]) -> Result<(), String> {
+fn run_case(shape: &Shape, ops: &[Op]) -> Result<(), String> {
     let base_fds = fd_count();
     let server = TestServer::start().map_err(|e| e.to_string())?;
     let faults = SpawnFaults::new();
-    let pool = ConnectionPool::builder()
-        .size(SIZE)
+    let mut builder = ConnectionPool::builder().size(SIZE);
+    if let Some(n) = shape.min_idle {
+        builder = builder.min_idle(n).idle_timeout(SHRINK_AFTER);
+    }
+    let pool = builder
         .spawn_faults(faults.clone())
         .validate_after(Duration::from_millis(20))
         .checkout_timeout(Duration::from_secs(5))
@@ -173,6 +207,7 @@ fn run_case(ops: &[Op]) -> Result<(), String> {
     // were held by a panicking green thread: never to be handed out again.
     let mut dead: HashSet<u64> = HashSet::new();
     let mut closed = false;
+    let mut size = SIZE;
 
     for (step, op) in ops.iter().enumerate() {
         match *op {
@@ -199,7 +234,9 @@ fn run_case(ops: &[Op]) -> Result<(), String> {
                         held.push(g);
                     }
                     Err(e) if closed => ensure!(e.is_closed(), "step {step}: {e}"),
-                    Err(e) => ensure!(e.is_timeout(), "step {step}: {e}"),
+                    // (A pool that opens on demand may have no connection
+                    // open while connects fail: then it fails fast.)
+                    Err(e) => ensure!(e.is_timeout() || e.is_unavailable(), "step {step}: {e}"),
                 }
             }
             Op::Return(i) if !held.is_empty() => drop(held.remove(i % held.len())),
@@ -283,11 +320,18 @@ fn run_case(ops: &[Op]) -> Result<(), String> {
             }
             Op::SpawnFails(n) => faults.fail_next(u64::from(n)),
             Op::Stall(on) => server.set_stall(on),
+            Op::Resize(n) => {
+                let n = 1 + usize::from(n % MAX_RESIZE);
+                pool.resize(n).map_err(|e| e.to_string())?;
+                if !closed {
+                    size = n;
+                }
+            }
         }
         let s = pool.state();
         ensure!(
-            s.open + s.connecting <= SIZE,
-            "step {step}: over size: {s:?}"
+            s.open + s.connecting <= SIZE.max(usize::from(MAX_RESIZE)),
+            "step {step}: over any size: {s:?}"
         );
         ensure!(
             s.idle + s.in_use + s.checking == s.open,
@@ -303,14 +347,29 @@ fn run_case(ops: &[Op]) -> Result<(), String> {
             s.in_use,
             held.len()
         );
-        // No slot lost: every slot is open or being opened again (a slot
-        // given back by a failed spawn is reopened by maintenance).
+        // Once the surplus of a shrink is back, never above the size
+        // (connections held by users cannot be taken from them).
+        let bounded = wait_for(|| {
+            let s = pool.state();
+            s.open + s.connecting <= size.max(held.len())
+        });
+        ensure!(bounded, "step {step}: over size {size}: {:?}", pool.state());
+        // No slot lost: every slot the pool wants is open or being opened
+        // again (a slot given back by a failed spawn is reopened by
+        // maintenance) — all of them by default, those held plus `min_idle`
+        // with `min_idle`.
         if !closed {
+            let min_idle = shape.min_idle.unwrap_or(size).min(size);
+            let wanted = size.min(held.len() + min_idle);
             let full = wait_for(|| {
                 let s = pool.state();
-                s.open + s.connecting == SIZE
+                s.open + s.connecting >= wanted
             });
-            ensure!(full, "step {step}: slot lost: {:?}", pool.state());
+            ensure!(
+                full,
+                "step {step}: slot lost (want {wanted}): {:?}",
+                pool.state()
+            );
         }
         // A cancelled waiter leaves the queue when it unwinds, which may be
         // just after `timeout` returned.
@@ -389,8 +448,8 @@ fn pool_invariants_hold_under_random_operations_and_faults() {
     drop(TestServer::start().unwrap());
     let cases = env_or("GREENPOOL_PROPTEST_CASES", 60);
     let size = env_or("GREENPOOL_PROPTEST_SIZE", 20) as usize;
-    fn prop(ops: Vec<Op>) -> TestResult {
-        match run_case(&ops) {
+    fn prop(shape: Shape, ops: Vec<Op>) -> TestResult {
+        match run_case(&shape, &ops) {
             Ok(()) => TestResult::passed(),
             Err(why) => TestResult::error(why),
         }
@@ -399,5 +458,5 @@ fn pool_invariants_hold_under_random_operations_and_faults() {
         .tests(cases)
         .max_tests(cases * 4)
         .rng(Gen::new(size))
-        .quickcheck(prop as fn(Vec<Op>) -> TestResult);
+        .quickcheck(prop as fn(Shape, Vec<Op>) -> TestResult);
 }
