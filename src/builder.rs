@@ -1,106 +1,14 @@
 //! [`Builder`]: every option of a [`ConnectionPool`], validated before use.
 
 use std::marker::PhantomData;
-use std::sync::Arc;
 use std::time::Duration;
 
+use crate::config::{Config, MAX_DURATION, MAX_SIZE};
 use crate::error::BuildError;
 use crate::error_set::ErrorSet;
 use crate::events::{EventHandler, PoolEvents};
 use crate::manager::Manager;
 use crate::pool::ConnectionPool;
-
-/// Default number of connections: 10.
-pub const DEFAULT_SIZE: usize = 10;
-/// Default checkout timeout: 30 s (r2d2's). Long enough to ride out a brief
-/// reconnect, short enough that a caller learns the backend is down.
-pub const DEFAULT_CHECKOUT_TIMEOUT: Duration = Duration::from_secs(30);
-/// Default first reconnect delay after a failed connect: 50 ms.
-pub const DEFAULT_BACKOFF_MIN: Duration = Duration::from_millis(50);
-/// Default longest reconnect delay: 2 s. This bounds how long the pool takes to
-/// notice that the server is back.
-pub const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(2);
-/// Default limit on one keepalive or validation call: 5 s.
-pub const DEFAULT_HEALTH_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
-/// Default idle time after which a connection is validated before it is
-/// handed out: 500 ms, HikariCP's (see [`Builder::validate_after`] for why).
-pub const DEFAULT_VALIDATE_AFTER: Duration = Duration::from_millis(500);
-/// Default limit on one connect (`Manager::new_connection`, plus
-/// `Manager::server_idle_timeout` on the first connection): 10 s. A connect
-/// that takes longer is cancelled and counts as a failed attempt.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Default fail-fast grace: 1 s (see [`Builder::fail_fast`]). A backend
-/// restart shorter than this costs callers a wait, not an error.
-pub const DEFAULT_FAIL_FAST: Duration = Duration::from_secs(1);
-/// Default idle time after which a connection above
-/// [`Builder::min_idle`] is closed when no [`Builder::idle_timeout`] is set:
-/// 60 s. Only a pool with `min_idle` below `size` has such connections.
-pub const DEFAULT_SHRINK_AFTER: Duration = Duration::from_secs(60);
-/// Largest pool [`Builder::size`] accepted: 10,000. Every slot may need a
-/// green thread of its own (a connector or a health check), and the runtime
-/// holds about 31,000 at once.
-pub const MAX_SIZE: usize = 10_000;
-/// Longest duration any setting accepts: one year. Longer values (up to
-/// `Duration::MAX`) are clamped to it, so no deadline arithmetic can overflow.
-pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
-/// Fraction of a server-reported idle timeout used as the keepalive interval.
-pub(crate) const SERVER_IDLE_MARGIN: f64 = 0.5;
-
-/// Settings of a pool; see [`Builder`] for each one's meaning and default.
-#[derive(Debug, Clone)]
-pub(crate) struct Config {
-    pub size: usize,
-    /// Idle connections kept open (`None`: `size`, all of them).
-    pub min_idle: Option<usize>,
-    pub checkout_timeout: Option<Duration>,
-    pub discard_on: ErrorSet,
-    pub backoff_min: Duration,
-    pub backoff_max: Duration,
-    pub name: String,
-    pub connector_stack_size: Option<usize>,
-    pub keepalive: Option<Duration>,
-    /// Ask the manager for the server's idle timeout when `keepalive` is unset.
-    pub learn_keepalive: bool,
-    pub health_check_timeout: Duration,
-    pub connect_timeout: Duration,
-    pub validate_after: Option<Duration>,
-    pub idle_timeout: Option<Duration>,
-    pub max_lifetime: Option<Duration>,
-    /// How long a checkout waits while the backend is down (`None`: the
-    /// whole checkout timeout).
-    pub fail_fast: Option<Duration>,
-    /// Injected spawn failures (tests).
-    #[cfg(feature = "testing")]
-    pub spawn_faults: Option<crate::testing::SpawnFaults>,
-    /// The event handler, if any.
-    pub events: Option<Arc<EventHandler>>,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            size: DEFAULT_SIZE,
-            min_idle: None,
-            checkout_timeout: Some(DEFAULT_CHECKOUT_TIMEOUT),
-            discard_on: ErrorSet::io(),
-            backoff_min: DEFAULT_BACKOFF_MIN,
-            backoff_max: DEFAULT_BACKOFF_MAX,
-            name: "greenpool".to_owned(),
-            connector_stack_size: None,
-            keepalive: None,
-            learn_keepalive: true,
-            health_check_timeout: DEFAULT_HEALTH_CHECK_TIMEOUT,
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-            validate_after: Some(DEFAULT_VALIDATE_AFTER),
-            idle_timeout: None,
-            max_lifetime: None,
-            fail_fast: Some(DEFAULT_FAIL_FAST),
-            #[cfg(feature = "testing")]
-            spawn_faults: None,
-            events: None,
-        }
-    }
-}
 
 /// Configures and builds a [`ConnectionPool`]. Obtain one with
 /// [`ConnectionPool::builder`].
@@ -111,12 +19,12 @@ impl Default for Config {
 /// [`BuildError`] saying which setting is wrong. Durations longer than
 /// [`MAX_DURATION`] (one year, e.g. `Duration::MAX`) are clamped to it.
 ///
-/// Defaults: size [`DEFAULT_SIZE`]; checkout timeout
-/// [`DEFAULT_CHECKOUT_TIMEOUT`]; connect timeout [`DEFAULT_CONNECT_TIMEOUT`];
-/// health-check timeout [`DEFAULT_HEALTH_CHECK_TIMEOUT`]; validation after
-/// [`DEFAULT_VALIDATE_AFTER`] idle; reconnect backoff
-/// [`DEFAULT_BACKOFF_MIN`]..[`DEFAULT_BACKOFF_MAX`]; no keepalive unless
-/// learnt from the server; fail fast after [`DEFAULT_FAIL_FAST`] while the
+/// Defaults: size [`DEFAULT_SIZE`](crate::DEFAULT_SIZE); checkout timeout
+/// [`DEFAULT_CHECKOUT_TIMEOUT`](crate::DEFAULT_CHECKOUT_TIMEOUT); connect timeout [`DEFAULT_CONNECT_TIMEOUT`](crate::DEFAULT_CONNECT_TIMEOUT);
+/// health-check timeout [`DEFAULT_HEALTH_CHECK_TIMEOUT`](crate::DEFAULT_HEALTH_CHECK_TIMEOUT); validation after
+/// [`DEFAULT_VALIDATE_AFTER`](crate::DEFAULT_VALIDATE_AFTER) idle; reconnect backoff
+/// [`DEFAULT_BACKOFF_MIN`](crate::DEFAULT_BACKOFF_MIN)..[`DEFAULT_BACKOFF_MAX`](crate::DEFAULT_BACKOFF_MAX); no keepalive unless
+/// learnt from the server; fail fast after [`DEFAULT_FAIL_FAST`](crate::DEFAULT_FAIL_FAST) while the
 /// backend is down; no idle timeout; no maximum lifetime.
 ///
 /// ```
@@ -178,7 +86,7 @@ impl<M: Manager> Builder<M> {
     }
 
     /// Number of connections the pool keeps open (default
-    /// [`DEFAULT_SIZE`]). The pool opens them in the background at start and
+    /// [`DEFAULT_SIZE`](crate::DEFAULT_SIZE)). The pool opens them in the background at start and
     /// replaces each one it discards; it never has more than `size` open or
     /// being opened. Must be at least 1. With [`min_idle`](Self::min_idle)
     /// below it, `size` is the most the pool grows to; it can be changed
@@ -198,7 +106,7 @@ impl<M: Manager> Builder<M> {
     /// connection is opened in the background (one per missing idle
     /// connection and per waiter, never more than `size` in all). A
     /// connection above `n` that sits idle for [`idle_timeout`](Self::idle_timeout)
-    /// (or [`DEFAULT_SHRINK_AFTER`] when that is unset) is closed and not
+    /// (or [`DEFAULT_SHRINK_AFTER`](crate::DEFAULT_SHRINK_AFTER) when that is unset) is closed and not
     /// replaced, counted as [`DiscardReason::Surplus`](crate::DiscardReason::Surplus).
     /// `min_idle(0)` opens nothing until the first checkout, which then
     /// waits for a connect. Must not exceed `size`.
@@ -209,7 +117,7 @@ impl<M: Manager> Builder<M> {
 
     /// How long [`get`](ConnectionPool::get) waits for a connection before
     /// failing with [`Error::Timeout`](crate::Error::Timeout) (default
-    /// [`DEFAULT_CHECKOUT_TIMEOUT`]). Must not be zero; use
+    /// [`DEFAULT_CHECKOUT_TIMEOUT`](crate::DEFAULT_CHECKOUT_TIMEOUT)). Must not be zero; use
     /// [`try_get`](ConnectionPool::try_get) for a checkout that never waits.
     pub fn checkout_timeout(mut self, timeout: Duration) -> Self {
         self.cfg.checkout_timeout = Some(timeout);
@@ -240,7 +148,7 @@ impl<M: Manager> Builder<M> {
     /// Delay between failed connect attempts: starts at `min`, doubles on each
     /// further failure up to `max`, with random jitter of up to half the delay
     /// so that pools restarted together do not reconnect in lockstep (defaults
-    /// [`DEFAULT_BACKOFF_MIN`], [`DEFAULT_BACKOFF_MAX`]). Once the server is
+    /// [`DEFAULT_BACKOFF_MIN`](crate::DEFAULT_BACKOFF_MIN), [`DEFAULT_BACKOFF_MAX`](crate::DEFAULT_BACKOFF_MAX)). Once the server is
     /// back the pool is full again within about `max`. Both must be at least
     /// 1 ms and `min <= max`.
     pub fn reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {
@@ -296,7 +204,7 @@ impl<M: Manager> Builder<M> {
     }
 
     /// Longest a single [`Manager::keepalive`] or [`Manager::validate`] call
-    /// may take (default [`DEFAULT_HEALTH_CHECK_TIMEOUT`]); a slower check
+    /// may take (default [`DEFAULT_HEALTH_CHECK_TIMEOUT`](crate::DEFAULT_HEALTH_CHECK_TIMEOUT)); a slower check
     /// counts as failed and the connection is discarded. Must not be zero.
     pub fn health_check_timeout(mut self, timeout: Duration) -> Self {
         self.cfg.health_check_timeout = timeout;
@@ -305,7 +213,7 @@ impl<M: Manager> Builder<M> {
 
     /// Longest a connect may take: [`Manager::new_connection`] and, on the
     /// first connection, [`Manager::server_idle_timeout`] (default
-    /// [`DEFAULT_CONNECT_TIMEOUT`]). A slower connect is cancelled (it
+    /// [`DEFAULT_CONNECT_TIMEOUT`](crate::DEFAULT_CONNECT_TIMEOUT)). A slower connect is cancelled (it
     /// unwinds at its next blocking runtime call; one stuck outside the
     /// runtime, e.g. in `std::thread::sleep`, only when that returns) and
     /// counts as a failed attempt, retried with backoff. Enforced by the
@@ -325,7 +233,7 @@ impl<M: Manager> Builder<M> {
     ///   server closed while idle (its idle timeout, a restart, a kill) is
     ///   replaced before anyone sends a request on it;
     /// - a connection idle at least `idle` (default
-    ///   [`DEFAULT_VALIDATE_AFTER`]) is validated with [`Manager::validate`]
+    ///   [`DEFAULT_VALIDATE_AFTER`](crate::DEFAULT_VALIDATE_AFTER)) is validated with [`Manager::validate`]
     ///   (a round trip) before use;
     /// - once any connection has been found broken (it failed with an error
     ///   in the error set, failed a health check, or its peer closed it),
@@ -381,7 +289,7 @@ impl<M: Manager> Builder<M> {
     }
 
     /// Fail checkouts fast while the backend is down (default
-    /// [`DEFAULT_FAIL_FAST`]): when no connection is open and the pool's
+    /// [`DEFAULT_FAIL_FAST`](crate::DEFAULT_FAIL_FAST)): when no connection is open and the pool's
     /// connects have been failing for `grace`, a checkout fails at once with
     /// [`Error::Unavailable`](crate::Error::Unavailable), carrying the last
     /// connect error, instead of waiting out the checkout timeout; callers
@@ -520,5 +428,19 @@ impl<M: Manager> Builder<M> {
             }
         }
         Ok(())
+    }
+}
+
+impl<M: Manager> ConnectionPool<M> {
+    /// A pool that keeps `size` connections open, with every other setting at
+    /// its default (see [`Builder`]). Returns at once; connections open in the
+    /// background. Fails only if `size` is 0.
+    pub fn new(manager: M, size: usize) -> Result<Self, crate::BuildError> {
+        Builder::new().size(size).build(manager)
+    }
+
+    /// A [`Builder`] for every option.
+    pub fn builder() -> Builder<M> {
+        Builder::new()
     }
 }

@@ -88,6 +88,11 @@ impl RateLimit {
     }
 }
 
+/// `Instant::now() + d`, or `None` if that is past what an `Instant` holds.
+pub(crate) fn deadline_after(d: Duration) -> Option<Instant> {
+    Instant::now().checked_add(d)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,20 +7,16 @@
 //! whose slot the pool no longer wants (the demand that started it is gone,
 //! or `resize` lowered the size) ends before its next attempt.
 
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::builder::SERVER_IDLE_MARGIN;
+use crate::config::SERVER_IDLE_MARGIN;
 use crate::error::SharedError;
 use crate::manager::Manager;
-use crate::pool::{Conn, Shared, Task};
 use crate::slot::{Memory, Role, Slot};
-
-/// How often a pool that keeps failing to connect logs a summary.
-const FAILURE_SUMMARY_EVERY: Duration = Duration::from_secs(10);
+use crate::state::{Conn, PoolSlot, Shared, Task};
+use crate::tasks::Kind;
 
 /// Start a connector for a slot already counted in `connecting`. If no green
 /// thread can be started the slot is given back (uncounted) and maintenance
@@ -28,7 +24,7 @@ const FAILURE_SUMMARY_EVERY: Duration = Duration::from_secs(10);
 pub(crate) fn spawn<M: Manager>(shared: &Arc<Shared<M>>, memory: Memory) {
     // The token is made inside the new green thread: a closure that never
     // runs (the spawn failed) then owns nothing that could start another.
-    let spawned = Task::spawn(shared, "connector", None, move |task| {
+    let spawned = Task::spawn(shared, Kind::Connector, None, move |task| {
         let slot = Slot::adopt(&task.shared, Role::Connecting, memory);
         run(&task, slot)
     });
@@ -38,7 +34,7 @@ pub(crate) fn spawn<M: Manager>(shared: &Arc<Shared<M>>, memory: Memory) {
     }
 }
 
-fn run<M: Manager>(task: &Task<M>, mut slot: Slot<M>) {
+fn run<M: Manager>(task: &Task<M>, mut slot: PoolSlot<M>) {
     let shared = &task.shared;
     loop {
         if shared.is_closed() {
@@ -134,11 +130,6 @@ fn unwanted<M: Manager>(shared: &Shared<M>) -> bool {
     st.slots() > st.wanted()
 }
 
-/// `Instant::now() + d`, or `None` if that is past what an `Instant` holds.
-pub(crate) fn deadline_after(d: Duration) -> Option<Instant> {
-    Instant::now().checked_add(d)
-}
-
 /// Finish a new connection. Fails if the connection broke while the pool
 /// asked it about the server's idle timeout.
 fn opened<M: Manager>(
@@ -224,253 +215,3 @@ impl std::fmt::Display for ConnectPanic {
 }
 
 impl std::error::Error for ConnectPanic {}
-
-/// Pool-wide connect health, for log messages and timeout errors.
-#[derive(Default)]
-pub(crate) struct ConnectHealth {
-    /// Failed attempts since the last success.
-    failures: u64,
-    failing_since: Option<Instant>,
-    last_error: Option<SharedError>,
-    /// The manager said the last error will not go away by retrying.
-    permanent: bool,
-    last_summary: Option<Instant>,
-}
-
-/// The pool is failing to connect: since when, the last error, and whether
-/// the manager called it permanent.
-pub(crate) struct Failing {
-    pub since: Instant,
-    pub error: SharedError,
-    pub permanent: bool,
-}
-
-impl ConnectHealth {
-    /// The last connect error, while the pool is failing to connect.
-    pub fn current_error(&self) -> Option<SharedError> {
-        if self.failures > 0 {
-            self.last_error.clone()
-        } else {
-            None
-        }
-    }
-
-    /// Since when and with what the pool is failing to connect, if it is.
-    pub fn failing(&self) -> Option<Failing> {
-        match (self.failures, self.failing_since, &self.last_error) {
-            (1.., Some(since), Some(error)) => Some(Failing {
-                since,
-                error: Arc::clone(error),
-                permanent: self.permanent,
-            }),
-            _ => None,
-        }
-    }
-}
-
-impl ConnectHealth {
-    /// Count a failed attempt. Reports the change from healthy to failing
-    /// (and to a permanent error), then a summary every
-    /// [`FAILURE_SUMMARY_EVERY`]; single failures go to `debug`.
-    pub fn failure(
-        &mut self,
-        name: &str,
-        error: SharedError,
-        permanent: bool,
-        backoff_max: Duration,
-    ) -> HealthReport {
-        let now = Instant::now();
-        self.failures += 1;
-        let newly_permanent = permanent && !self.permanent;
-        self.permanent = permanent;
-        let report = if newly_permanent {
-            if self.failures == 1 {
-                self.failing_since = Some(now);
-            }
-            self.last_summary = Some(now);
-            HealthReport::new(
-                log::Level::Error,
-                format!(
-                    "pool {name}: cannot open a connection: {}; the manager says retrying \
-                     will not fix this (Manager::is_permanent): trying again every \
-                     {backoff_max:?}, and checkouts fail at once while no connection is open",
-                    describe(&*error)
-                ),
-            )
-        } else if self.failures == 1 {
-            self.failing_since = Some(now);
-            self.last_summary = Some(now);
-            HealthReport::new(
-                log::Level::Warn,
-                format!(
-                    "pool {name}: cannot open a connection: {}; retrying with backoff",
-                    describe(&*error)
-                ),
-            )
-        } else if self
-            .last_summary
-            .is_none_or(|t| now - t >= FAILURE_SUMMARY_EVERY)
-        {
-            self.last_summary = Some(now);
-            let since = self.failing_since.map(|t| now - t).unwrap_or_default();
-            HealthReport::new(
-                log::Level::Warn,
-                format!(
-                    "pool {name}: still cannot connect: {} failed attempts in {since:.1?}; \
-                     last error: {}",
-                    self.failures,
-                    describe(&*error)
-                ),
-            )
-        } else if log::log_enabled!(log::Level::Debug) {
-            HealthReport::new(
-                log::Level::Debug,
-                format!("pool {name}: connect failed: {}", describe(&*error)),
-            )
-        } else {
-            HealthReport(None)
-        };
-        self.last_error = Some(error);
-        report
-    }
-
-    /// A connection did useful work: the pool is healthy again. Reports the
-    /// way back from failing. (A connect that succeeds is not enough: a
-    /// server that accepts and then resets would look healthy.)
-    pub fn recovered(&mut self, name: &str) -> HealthReport {
-        let report = if self.failures > 0 {
-            let since = self.failing_since.map(|t| t.elapsed()).unwrap_or_default();
-            HealthReport::new(
-                log::Level::Info,
-                format!(
-                    "pool {name}: connections work again after {} failed attempts over {since:.1?}",
-                    self.failures
-                ),
-            )
-        } else {
-            HealthReport(None)
-        };
-        self.failures = 0;
-        self.failing_since = None;
-        self.last_error = None;
-        self.permanent = false;
-        report
-    }
-}
-
-/// `e.to_string()`, even if the error's `Display` panics: a manager's error
-/// must not kill the green thread that reports it.
-pub(crate) fn describe(e: &(dyn std::error::Error + 'static)) -> String {
-    panic::catch_unwind(AssertUnwindSafe(|| e.to_string())).unwrap_or_else(|p| {
-        format!(
-            "<the error's Display panicked: {}>",
-            greenpool_runtime::panic_message(&*p).unwrap_or("non-string payload")
-        )
-    })
-}
-
-/// A log line decided under the pool lock and written after it is released
-/// (a logger may block; the pool lock is never held across a blocking call).
-#[must_use = "call emit() once the pool lock is released"]
-pub(crate) struct HealthReport(Option<(log::Level, String)>);
-
-impl HealthReport {
-    fn new(level: log::Level, message: String) -> Self {
-        HealthReport(Some((level, message)))
-    }
-
-    pub fn emit(self) {
-        if let Some((level, message)) = self.0 {
-            log::log!(level, "{message}");
-        }
-    }
-}
-
-/// Exponential backoff with jitter: the n-th delay is drawn uniformly from
-/// `[d/2, d]` where `d = min(max, min * 2^n)`.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Backoff {
-    min: Duration,
-    next: Duration,
-    max: Duration,
-    rng: u64,
-}
-
-impl Backoff {
-    pub fn new(min: Duration, max: Duration) -> Self {
-        Backoff {
-            min,
-            next: min,
-            max,
-            rng: seed(),
-        }
-    }
-
-    /// Start again from the shortest delay.
-    pub fn reset(&mut self) {
-        self.next = self.min;
-    }
-
-    /// Go straight to the longest delay.
-    pub fn saturate(&mut self) {
-        self.next = self.max;
-    }
-
-    pub fn next_delay(&mut self) -> Duration {
-        let d = self.next;
-        self.next = self.next.saturating_mul(2).min(self.max);
-        let jitter = split_mix(&mut self.rng) as f64 / u64::MAX as f64;
-        d.mul_f64(0.5 + 0.5 * jitter).max(Duration::from_millis(1))
-    }
-}
-
-/// A uniform random number in `[0, 1)`, for jitter only.
-pub(crate) fn unit_random() -> f64 {
-    let mut s = seed();
-    (split_mix(&mut s) >> 11) as f64 / (1u64 << 53) as f64
-}
-
-fn seed() -> u64 {
-    // RandomState is seeded per process and bumped per instance.
-    let mut h = RandomState::new().build_hasher();
-    h.write_u64(Instant::now().elapsed().as_nanos() as u64);
-    h.finish()
-}
-
-fn split_mix(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_to_the_cap_with_jitter_in_range() {
-        let min = Duration::from_millis(100);
-        let max = Duration::from_millis(800);
-        let mut b = Backoff::new(min, max);
-        let bounds = [100, 200, 400, 800, 800, 800];
-        for hi in bounds {
-            let d = b.next_delay();
-            let hi = Duration::from_millis(hi);
-            assert!(
-                d >= hi / 2 && d <= hi,
-                "{d:?} not in [{:?}, {hi:?}]",
-                hi / 2
-            );
-        }
-    }
-
-    #[test]
-    fn unit_random_is_in_range() {
-        for _ in 0..1000 {
-            let x = unit_random();
-            assert!((0.0..1.0).contains(&x));
-        }
-    }
-}

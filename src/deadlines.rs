@@ -22,11 +22,12 @@ use std::time::Instant;
 use greenpool_runtime::time::clamp_timeout;
 
 use crate::manager::Manager;
-use crate::pool::{Shared, Task};
+use crate::state::{Shared, Task};
+use crate::tasks::Kind;
 
 /// Start the watcher. If it cannot start, waiters fall back to timers.
 pub(crate) fn spawn<M: Manager>(shared: &Arc<Shared<M>>) {
-    match Task::spawn(shared, "deadlines", None, run) {
+    match Task::spawn(shared, Kind::Deadlines, None, run) {
         Ok(_) => shared.has_watcher.store(true, Ordering::Release),
         Err(e) => log::warn!(
             "pool {}: cannot start the checkout deadline watcher ({e}); waiters use \
@@ -45,7 +46,8 @@ fn run<M: Manager>(task: Task<M>) {
         let now = Instant::now();
         // Validations past their deadline (and any other task) are cancelled
         // here, on time: their callers wait without timers of their own.
-        shared.enforce_deadlines(now);
+        shared.tasks.enforce_deadlines(now);
+        let next_task = shared.tasks.next_deadline();
         let (expired, next) = {
             let mut st = shared.lock();
             let mut expired = Vec::new();
@@ -61,7 +63,7 @@ fn run<M: Manager>(task: Task<M>) {
             });
             // O(waiters), but only once per wake-up, which is rare.
             let next_waiter = st.waiters.iter().filter_map(|w| w.watched_deadline).min();
-            let next = match (next_waiter, Shared::next_task_deadline(&st)) {
+            let next = match (next_waiter, next_task) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };

@@ -3,6 +3,7 @@
 use std::error::Error as StdError;
 use std::fmt;
 use std::io;
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -241,3 +242,14 @@ impl fmt::Display for BuildError {
 }
 
 impl StdError for BuildError {}
+
+/// `e.to_string()`, even if the error's `Display` panics: a manager's error
+/// must not kill the green thread that reports it.
+pub(crate) fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+    panic::catch_unwind(AssertUnwindSafe(|| e.to_string())).unwrap_or_else(|p| {
+        format!(
+            "<the error's Display panicked: {}>",
+            greenpool_runtime::panic_message(&*p).unwrap_or("non-string payload")
+        )
+    })
+}

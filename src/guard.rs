@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use crate::error_type::AsStdError;
 use crate::manager::Manager;
-use crate::pool::{Conn, Shared};
-use crate::slot::Held;
+use crate::state::{Conn, Held, Shared};
 use crate::stats::DiscardReason;
 
 /// A connection checked out of a [`ConnectionPool`](crate::ConnectionPool).
@@ -87,7 +86,7 @@ impl<M: Manager> PooledConnection<M> {
                     "pool {}: connection #{} failed with {}; it will be discarded{}",
                     self.shared.cfg.name,
                     self.id(),
-                    crate::connector::describe(e),
+                    crate::error::describe(e),
                     if timed_out {
                         " (a timed-out connection is out of step)"
                     } else {

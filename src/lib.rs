@@ -85,7 +85,10 @@
 //!   error types a closure may use ([`error_type`]; `anyhow::Error` with the
 //!   feature `anyhow`), and the pool's [`State`] and [`Counters`]; the
 //!   background work (connecting with backoff, keepalive and validation,
-//!   checkout deadlines) is private to it.
+//!   checkout deadlines) is private to it. Inside, the modules form layers
+//!   that only point down: foundations (settings, errors, the clock), the
+//!   state (the slot token, the books and hand-off, the task registry), the
+//!   checkout wait, the background work, and the public types on top.
 //! - [`runtime`]: the gevent-style runtime over `may` (spawn, groups,
 //!   timeouts, `net::connect`, `net::serve`, `tls` with its feature). The
 //!   pool uses nothing of it but its public API.
@@ -105,37 +108,56 @@
 
 pub use greenpool_runtime as runtime;
 
-mod builder;
+// The pool's modules, in layers that only point down: no module imports one
+// that imports it (each module's docs say what it owns).
+//
+// Foundations: plain types and helpers that know nothing of a pool.
+mod backoff;
 mod clock;
-mod connector;
-mod deadlines;
+mod config;
 mod error;
 mod error_set;
 pub mod error_type;
 pub mod events;
-mod guard;
-#[cfg(feature = "http")]
-pub mod http;
-mod maintenance;
+mod health;
+mod lock;
 mod manager;
-#[cfg(feature = "metrics")]
-pub mod metrics;
+mod stats;
+// The state: the slot token, the pool's books and hand-off, and the registry
+// of its background green threads.
+mod slot;
+mod state;
+mod tasks;
+// The checkout wait, above the state.
+mod checkout;
+// Background work, each knowing only the state: connecting, health checks
+// and expiry, checkout deadlines.
+mod connector;
+mod deadlines;
+mod maintenance;
+// The public surface, on top.
+mod builder;
+mod guard;
 mod pool;
-#[cfg(feature = "redis")]
-pub mod redis;
 mod retry;
 mod scoped;
 mod sizing;
-mod slot;
-mod stats;
+mod unwind_safety;
+// Optional: backends and the test kit, behind features.
+#[cfg(feature = "http")]
+pub mod http;
+#[cfg(feature = "metrics")]
+pub mod metrics;
+#[cfg(feature = "redis")]
+pub mod redis;
 #[cfg(feature = "testing")]
 pub mod testing;
-mod unwind_safety;
 
-pub use builder::{
-    Builder, DEFAULT_BACKOFF_MAX, DEFAULT_BACKOFF_MIN, DEFAULT_CHECKOUT_TIMEOUT,
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_FAIL_FAST, DEFAULT_HEALTH_CHECK_TIMEOUT, DEFAULT_SHRINK_AFTER,
-    DEFAULT_SIZE, DEFAULT_VALIDATE_AFTER, MAX_DURATION, MAX_SIZE,
+pub use builder::Builder;
+pub use config::{
+    DEFAULT_BACKOFF_MAX, DEFAULT_BACKOFF_MIN, DEFAULT_CHECKOUT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_FAIL_FAST, DEFAULT_HEALTH_CHECK_TIMEOUT, DEFAULT_SHRINK_AFTER, DEFAULT_SIZE,
+    DEFAULT_VALIDATE_AFTER, MAX_DURATION, MAX_SIZE,
 };
 pub use error::{BuildError, Error};
 pub use error_set::ErrorSet;

@@ -18,12 +18,15 @@ use greenpool_runtime::sync::mpsc;
 use greenpool_runtime::time::clamp_timeout;
 use greenpool_runtime::Deadline;
 
-use crate::builder::DEFAULT_SHRINK_AFTER;
+use crate::clock::deadline_after;
+use crate::config::DEFAULT_SHRINK_AFTER;
+use crate::error::describe;
 use crate::events::CheckKind;
 use crate::manager::Manager;
-use crate::pool::{Conn, Shared, Task};
-use crate::slot::{Held, Role};
+use crate::slot::Role;
+use crate::state::{Conn, Held, Shared, Task};
 use crate::stats::DiscardReason;
+use crate::tasks::Kind;
 
 /// Longest sleep of the maintenance green thread.
 const MAX_TICK: Duration = Duration::from_secs(1);
@@ -37,7 +40,7 @@ enum Check {
 
 /// Start the pool's maintenance green thread. It stops when the pool closes.
 pub(crate) fn spawn<M: Manager>(shared: &Arc<Shared<M>>) {
-    if let Err(e) = Task::spawn(shared, crate::pool::MAINTENANCE, None, run) {
+    if let Err(e) = Task::spawn(shared, Kind::Maintenance, None, run) {
         log::error!(
             "pool {}: cannot start the maintenance green thread: {e}; keepalive, idle \
              timeout and lifetime are off",
@@ -61,15 +64,7 @@ fn run<M: Manager>(task: Task<M>) {
             return finish_goodbyes(shared);
         }
         sweep(shared);
-        report_state(shared);
-    }
-}
-
-/// The pool's counts for the event handler's gauges.
-pub(crate) fn report_state<M: Manager>(shared: &Shared<M>) {
-    if shared.has_events() {
-        let state = shared.state();
-        shared.emit(|h| h.state(&state));
+        shared.report_state();
     }
 }
 
@@ -77,7 +72,7 @@ pub(crate) fn report_state<M: Manager>(shared: &Shared<M>) {
 /// deadline, then end.
 fn finish_goodbyes<M: Manager>(shared: &Arc<Shared<M>>) {
     while shared.goodbyes_running() > 0 {
-        shared.enforce_deadlines(Instant::now());
+        shared.tasks.enforce_deadlines(Instant::now());
         greenpool_runtime::sleep(MIN_TICK);
     }
 }
@@ -121,7 +116,7 @@ fn keepalive_concurrency(size: usize) -> usize {
 fn sweep<M: Manager>(shared: &Arc<Shared<M>>) {
     let keepalive = keepalive_interval(shared);
     let now = shared.clock.refresh();
-    let running_keepalives = shared.enforce_deadlines(Instant::now());
+    let running_keepalives = shared.tasks.enforce_deadlines(Instant::now());
     let shrink_after = shared.cfg.idle_timeout.unwrap_or(DEFAULT_SHRINK_AFTER);
     let (expired, due, deficit) = {
         let mut st = shared.lock();
@@ -184,7 +179,7 @@ fn sweep<M: Manager>(shared: &Arc<Shared<M>>) {
     }
     shared.spawn_connectors(deficit);
     for held in due {
-        let deadline = crate::connector::deadline_after(shared.cfg.health_check_timeout);
+        let deadline = deadline_after(shared.cfg.health_check_timeout);
         spawn_check(shared, held, Check::Keepalive, None, deadline);
     }
 }
@@ -250,7 +245,7 @@ pub(crate) fn validate<M: Manager>(
         shared.give_back_unchecked(held);
         return Err("no time left for the validation before the checkout deadline".to_owned());
     };
-    let task_deadline = crate::connector::deadline_after(wait);
+    let task_deadline = deadline_after(wait);
     let watched = greenpool_runtime::is_green() && shared.has_watcher();
     let (tx, rx) = mpsc::channel();
     let Some(task) = spawn_check(shared, held, Check::Validate, Some(tx), task_deadline) else {
@@ -272,7 +267,7 @@ pub(crate) fn validate<M: Manager>(
     match reply {
         Ok(verdict) => verdict,
         Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-            shared.cancel_task(task);
+            shared.tasks.cancel(task);
             // A verdict that arrived just now is not thrown away with the
             // channel (a passed connection would be closed with it).
             rx.try_recv()
@@ -305,17 +300,17 @@ fn spawn_check<M: Manager>(
     };
     // Counted so if the check never runs or unwinds.
     held.slot.reason = Some(reason);
-    let role = match what {
-        Check::Keepalive => "keepalive",
-        Check::Validate => "validation",
+    let kind = match what {
+        Check::Keepalive => Kind::Keepalive,
+        Check::Validate => Kind::Validation,
     };
-    let spawned = Task::spawn(shared, role, deadline, move |task| {
+    let spawned = Task::spawn(shared, kind, deadline, move |task| {
         run_check(&task, held, what, reply)
     });
     match spawned {
         Ok(task) => Some(task),
         Err(e) => {
-            shared.spawn_failed(role, &e, "discarding the connection");
+            shared.spawn_failed(kind.role(), &e, "discarding the connection");
             None
         }
     }
@@ -371,7 +366,7 @@ fn run_check<M: Manager>(task: &Task<M>, mut held: Held<M>, what: Check, reply: 
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => {
             crate::error_set::settle_after_io_timeout(&e);
-            Err(crate::connector::describe(&e))
+            Err(describe(&e))
         }
         Err(p) => Err(format!(
             "panicked: {}",

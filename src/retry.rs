@@ -409,7 +409,7 @@ impl Retry {
             return d;
         }
         Duration::try_from_secs_f64(
-            d.as_secs_f64() * (1.0 - self.jitter * crate::connector::unit_random()),
+            d.as_secs_f64() * (1.0 - self.jitter * crate::backoff::unit_random()),
         )
         .unwrap_or(d)
     }

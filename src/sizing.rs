@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use greenpool_runtime::Deadline;
 
-use crate::builder::MAX_SIZE;
+use crate::config::MAX_SIZE;
 use crate::error::BuildError;
 use crate::manager::Manager;
 use crate::pool::ConnectionPool;

@@ -1,0 +1,210 @@
+//! The checkout wait: take an idle connection, or queue (FIFO) until one is
+//! handed over, the deadline passes, the pool closes or is found down.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use greenpool_runtime::sync::{AtomicOption, Blocker, ParkError};
+use greenpool_runtime::{Deadline, Wait};
+
+use crate::error::Error;
+use crate::manager::Manager;
+use crate::state::{Held, PoolState, Shared, Waiter};
+
+/// One caller's checkout: its deadline and what went wrong so far.
+pub(crate) struct Attempt {
+    pub start: Instant,
+    pub deadline: Deadline,
+    validation_failures: u32,
+    last_validation_error: Option<String>,
+    /// Queue at the front: this caller was served once already (its
+    /// connection failed validation).
+    front: bool,
+}
+
+impl Attempt {
+    /// A connection this caller was given failed its checkout check (and
+    /// was discarded): it tries the next, first in line.
+    pub fn failed_check(&mut self, why: &str) {
+        self.validation_failures += 1;
+        self.last_validation_error = Some(why.to_owned());
+        self.front = true;
+    }
+
+    pub fn new(timeout: Option<Duration>) -> Self {
+        Attempt {
+            start: Instant::now(),
+            deadline: match timeout {
+                Some(d) => Deadline::after(d),
+                None => Deadline::never(),
+            },
+            validation_failures: 0,
+            last_validation_error: None,
+            front: false,
+        }
+    }
+}
+
+impl<M: Manager> Shared<M> {
+    /// Take an idle connection if there is one; never waits.
+    pub fn try_checkout(self: &Arc<Self>) -> Result<Option<Held<M>>, Error> {
+        let mut st = self.lock();
+        if self.is_closed() {
+            return Err(Error::Closed);
+        }
+        let held = st.take_idle(self);
+        let grow = st.start_missing();
+        drop(st);
+        self.spawn_connectors(grow);
+        Ok(held)
+    }
+
+    /// Take an idle connection, or wait in line for one until the deadline.
+    /// Also says whether the connection came from the idle list (rather than
+    /// handed over by whoever gave it back or opened it).
+    pub fn checkout(
+        self: &Arc<Self>,
+        a: &Attempt,
+        pool_timeout: bool,
+    ) -> Result<(Held<M>, bool), Error> {
+        let deadline = a.deadline;
+        let mut st = self.lock();
+        if self.is_closed() {
+            return Err(Error::Closed);
+        }
+        if let Some(held) = st.take_idle(self) {
+            let grow = st.start_missing();
+            drop(st);
+            self.spawn_connectors(grow);
+            return Ok((held, true));
+        }
+        if let Some(e) = self.unavailable_error(&mut st, a) {
+            return Err(e);
+        }
+        if deadline.is_expired() {
+            return Err(self.timeout_error(&mut st, a));
+        }
+        // A runtime timer per wait is expensive in may (each cancelled timer
+        // wakes its timer thread), so waits with the pool's own timeout are
+        // timed by the pool's deadline watcher instead: FIFO order makes the
+        // front waiter's deadline the earliest, and one sleep covers them all.
+        // An OS thread keeps its own timer: the watcher is a green thread,
+        // and busy green threads can keep it from running.
+        let watched_deadline = deadline.instant().filter(|_| {
+            pool_timeout
+                && self.has_watcher.load(Ordering::Acquire)
+                && greenpool_runtime::is_green()
+        });
+        let waiter = Arc::new(Waiter {
+            slot: AtomicOption::none(),
+            // Cancellation must come back to us as an error, not unwind inside
+            // `park`, so that the waiter can leave the queue first.
+            blocker: Blocker::new(true),
+            watched_deadline,
+            expired: AtomicBool::new(false),
+        });
+        if a.front {
+            st.waiters.push_front(Arc::clone(&waiter));
+        } else {
+            st.waiters.push_back(Arc::clone(&waiter));
+        }
+        st.counters.waited_checkouts += 1;
+        let grow = st.start_missing();
+        let kick = watched_deadline.is_some_and(|at| {
+            let earlier = st.watcher_wakes_at.is_none_or(|wakes| at < wakes);
+            if earlier {
+                st.watcher_wakes_at = Some(at);
+            }
+            earlier
+        });
+        drop(st);
+        self.spawn_connectors(grow);
+        if kick {
+            self.watcher_kick.post();
+        }
+
+        loop {
+            let parked = match (watched_deadline, deadline.wait()) {
+                (Some(_), _) | (None, Wait::Forever) => waiter.blocker.park(None),
+                (None, Wait::For(d)) => waiter.blocker.park(Some(d)),
+                (None, Wait::Expired) => Ok(()),
+            };
+            if let Some(held) = waiter.slot.take() {
+                return Ok((held, false));
+            }
+            let cancelled = parked == Err(ParkError::Canceled);
+            if parked == Err(ParkError::Timeout) {
+                // A timed-out park resumes on may's timer thread.
+                greenpool_runtime::yield_now();
+            }
+            let expired = if watched_deadline.is_some() {
+                waiter.expired.load(Ordering::Acquire)
+            } else {
+                deadline.is_expired()
+            };
+            if cancelled || expired || self.is_closed() || self.lock().down(&self.cfg).is_some() {
+                return self.abandon_wait(&waiter, cancelled, a).map(|h| (h, false));
+            }
+            // Woken with nothing to take and time left: wait again.
+        }
+    }
+
+    /// Leave the queue after a timeout, a close or a cancellation. A giver may
+    /// have filled the slot meanwhile; then the connection is ours.
+    fn abandon_wait(
+        self: &Arc<Self>,
+        waiter: &Arc<Waiter<M>>,
+        cancelled: bool,
+        a: &Attempt,
+    ) -> Result<Held<M>, Error> {
+        let mut st = self.lock();
+        let held = waiter.slot.take();
+        if held.is_none() {
+            st.waiters.retain(|w| !Arc::ptr_eq(w, waiter));
+        }
+        if cancelled {
+            // Pass a connection we were handed on, then unwind.
+            let delivered = held.map(|h| st.deliver(h));
+            drop(st);
+            if let Some(d) = delivered {
+                d.finish(self);
+            }
+            greenpool_runtime::sync::resume_cancel();
+        }
+        match held {
+            Some(held) => Ok(held),
+            None if self.is_closed() => Err(Error::Closed),
+            None => Err(self
+                .unavailable_error(&mut st, a)
+                .unwrap_or_else(|| self.timeout_error(&mut st, a))),
+        }
+    }
+
+    /// [`Error::Unavailable`] if the pool is down (see [`PoolState::down`]).
+    fn unavailable_error(&self, st: &mut PoolState<M>, a: &Attempt) -> Option<Error> {
+        let down = st.down(&self.cfg)?;
+        st.counters.unavailable += 1;
+        Some(Error::Unavailable {
+            waited: a.start.elapsed(),
+            size: st.size,
+            failing_for: down.since.elapsed(),
+            permanent: down.permanent,
+            last_connect_error: down.error,
+        })
+    }
+
+    /// Count a checkout that timed out and say what happened.
+    pub fn timeout_error(&self, st: &mut PoolState<M>, a: &Attempt) -> Error {
+        st.counters.checkout_timeouts += 1;
+        Error::Timeout {
+            waited: a.start.elapsed(),
+            size: st.size,
+            open: st.open(),
+            last_connect_error: st.health.current_error(),
+            connecting: st.connecting,
+            validation_failures: a.validation_failures,
+            last_validation_error: a.last_validation_error.clone(),
+        }
+    }
+}
