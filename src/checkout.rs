@@ -1,11 +1,11 @@
 //! The checkout wait: take an idle connection, or queue (FIFO) until one is
 //! handed over, the deadline passes, the pool closes or is found down.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use greenpool_runtime::sync::{AtomicOption, Blocker, ParkError};
+use greenpool_runtime::sync::ParkError;
 use greenpool_runtime::{Deadline, Wait};
 
 use crate::error::Error;
@@ -21,7 +21,14 @@ pub(crate) struct Attempt {
     /// Queue at the front: this caller was served once already (its
     /// connection failed validation).
     front: bool,
+    /// The timeout is zero: never wait.
+    zero: bool,
 }
+
+/// What [`Shared::checkout`] got: the connection, whether it came from the
+/// idle list, and the waiter of a wait that ended with it (kept for reuse
+/// when the connection comes back).
+pub(crate) type CheckedOut<M> = (Held<M>, bool, Option<Arc<Waiter<M>>>);
 
 impl Attempt {
     /// A connection this caller was given failed its checkout check (and
@@ -32,43 +39,45 @@ impl Attempt {
         self.front = true;
     }
 
+    /// Reads the clock once: the deadline counts from `start`.
     pub fn new(timeout: Option<Duration>) -> Self {
+        let start = Instant::now();
         Attempt {
-            start: Instant::now(),
+            start,
             deadline: match timeout {
-                Some(d) => Deadline::after(d),
+                Some(d) => Deadline::after_from(start, d),
                 None => Deadline::never(),
             },
             validation_failures: 0,
             last_validation_error: None,
             front: false,
+            zero: timeout == Some(Duration::ZERO),
         }
+    }
+
+    /// This caller has been in line before (a connection it was given
+    /// failed its checkout check): its deadline may have passed.
+    fn again(&self) -> bool {
+        self.front || self.validation_failures > 0
     }
 }
 
 impl<M: Manager> Shared<M> {
-    /// Take an idle connection if there is one; never waits.
-    pub fn try_checkout(self: &Arc<Self>) -> Result<Option<Held<M>>, Error> {
-        let mut st = self.lock();
-        if self.is_closed() {
-            return Err(Error::Closed);
-        }
-        let held = st.take_idle(self);
-        let grow = st.start_missing();
-        drop(st);
-        self.spawn_connectors(grow);
-        Ok(held)
-    }
-
-    /// Take an idle connection, or wait in line for one until the deadline.
-    /// Also says whether the connection came from the idle list (rather than
-    /// handed over by whoever gave it back or opened it).
+    /// Take an idle connection, or wait in line for one until the deadline
+    /// (`timeout` from now; `None`: forever). Also says whether the
+    /// connection came from the idle list (rather than handed over by
+    /// whoever gave it back or opened it), and returns the waiter of a wait
+    /// that ended with a connection, to be given back with it for reuse.
+    ///
+    /// One lock round trip whether or not the caller waits: `attempt` is
+    /// made (the clock read) only once nothing is idle, under the lock,
+    /// which costs less than leaving and taking it again.
     pub fn checkout(
         self: &Arc<Self>,
-        a: &Attempt,
+        timeout: Option<Duration>,
+        attempt: &mut Option<Attempt>,
         pool_timeout: bool,
-    ) -> Result<(Held<M>, bool), Error> {
-        let deadline = a.deadline;
+    ) -> Result<CheckedOut<M>, Error> {
         let mut st = self.lock();
         if self.is_closed() {
             return Err(Error::Closed);
@@ -77,12 +86,16 @@ impl<M: Manager> Shared<M> {
             let grow = st.start_missing();
             drop(st);
             self.spawn_connectors(grow);
-            return Ok((held, true));
+            return Ok((held, true, None));
         }
+        let a: &Attempt = attempt.get_or_insert_with(|| Attempt::new(timeout));
+        let deadline = a.deadline;
         if let Some(e) = self.unavailable_error(&mut st, a) {
             return Err(e);
         }
-        if deadline.is_expired() {
+        // A deadline just computed from a non-zero timeout has not passed:
+        // the clock is read again only for a caller back in line.
+        if a.zero || (a.again() && deadline.is_expired()) {
             return Err(self.timeout_error(&mut st, a));
         }
         // A runtime timer per wait is expensive in may (each cancelled timer
@@ -91,19 +104,11 @@ impl<M: Manager> Shared<M> {
         // front waiter's deadline the earliest, and one sleep covers them all.
         // An OS thread keeps its own timer: the watcher is a green thread,
         // and busy green threads can keep it from running.
-        let watched_deadline = deadline.instant().filter(|_| {
-            pool_timeout
-                && self.has_watcher.load(Ordering::Acquire)
-                && greenpool_runtime::is_green()
-        });
-        let waiter = Arc::new(Waiter {
-            slot: AtomicOption::none(),
-            // Cancellation must come back to us as an error, not unwind inside
-            // `park`, so that the waiter can leave the queue first.
-            blocker: Blocker::new(true),
-            watched_deadline,
-            expired: AtomicBool::new(false),
-        });
+        let green = greenpool_runtime::is_green();
+        let watched_deadline = deadline
+            .instant()
+            .filter(|_| pool_timeout && green && self.has_watcher.load(Ordering::Acquire));
+        let waiter = st.waiter(watched_deadline, green);
         if a.front {
             st.waiters.push_front(Arc::clone(&waiter));
         } else {
@@ -125,13 +130,18 @@ impl<M: Manager> Shared<M> {
         }
 
         loop {
-            let parked = match (watched_deadline, deadline.wait()) {
-                (Some(_), _) | (None, Wait::Forever) => waiter.blocker.park(None),
-                (None, Wait::For(d)) => waiter.blocker.park(Some(d)),
-                (None, Wait::Expired) => Ok(()),
+            // The watcher enforces a watched deadline: no clock read here.
+            let wait = match watched_deadline {
+                Some(_) => Wait::Forever,
+                None => deadline.wait(),
+            };
+            let parked = match wait {
+                Wait::Forever => waiter.blocker.park(None),
+                Wait::For(d) => waiter.blocker.park(Some(d)),
+                Wait::Expired => Ok(()),
             };
             if let Some(held) = waiter.slot.take() {
-                return Ok((held, false));
+                return Ok((held, false, Some(waiter)));
             }
             let cancelled = parked == Err(ParkError::Canceled);
             if parked == Err(ParkError::Timeout) {
@@ -144,7 +154,9 @@ impl<M: Manager> Shared<M> {
                 deadline.is_expired()
             };
             if cancelled || expired || self.is_closed() || self.lock().down(&self.cfg).is_some() {
-                return self.abandon_wait(&waiter, cancelled, a).map(|h| (h, false));
+                return self
+                    .abandon_wait(&waiter, cancelled, a)
+                    .map(|h| (h, false, None));
             }
             // Woken with nothing to take and time left: wait again.
         }

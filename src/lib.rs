@@ -119,6 +119,7 @@ mod error;
 mod error_set;
 pub mod error_type;
 pub mod events;
+mod handoff;
 mod health;
 mod lock;
 mod manager;

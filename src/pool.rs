@@ -165,16 +165,10 @@ impl<M: Manager> ConnectionPool<M> {
     ) -> Result<PooledConnection<M>, Error> {
         let shared = self.shared();
         loop {
-            let (mut held, from_idle) = match shared.try_checkout()? {
-                Some(held) => (held, true),
-                None => {
-                    let a = attempt.get_or_insert_with(|| Attempt::new(timeout));
-                    shared.checkout(a, pool_timeout)?
-                }
-            };
+            let (mut held, from_idle, spare) = shared.checkout(timeout, attempt, pool_timeout)?;
             let check = maintenance::checkout_check(shared, &held.conn, from_idle);
             if check == CheckoutCheck::None {
-                return Ok(PooledConnection::new(Arc::clone(shared), held));
+                return Ok(PooledConnection::new(held, spare));
             }
             // The cheap test first: a connection whose peer closed it while
             // it sat idle never costs a round trip (or a caller's request).
@@ -195,7 +189,7 @@ impl<M: Manager> ConnectionPool<M> {
                 continue;
             }
             if check == CheckoutCheck::Quick {
-                return Ok(PooledConnection::new(Arc::clone(shared), held));
+                return Ok(PooledConnection::new(held, spare));
             }
             let a = attempt.get_or_insert_with(|| Attempt::new(timeout));
             if a.deadline.is_expired() {
@@ -204,7 +198,7 @@ impl<M: Manager> ConnectionPool<M> {
                 return Err(shared.timeout_error(&mut shared.lock(), a));
             }
             match maintenance::validate(shared, held, a.deadline) {
-                Ok(held) => return Ok(PooledConnection::new(Arc::clone(shared), held)),
+                Ok(held) => return Ok(PooledConnection::new(held, None)),
                 Err(e) => {
                     // Discarded and replaced: try the next one within the
                     // same deadline, and keep this caller's place in line.

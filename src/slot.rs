@@ -129,6 +129,11 @@ impl<O: SlotOwner> Slot<O> {
         }
     }
 
+    /// The owner the token gives its slot back to.
+    pub fn owner(&self) -> &Arc<O> {
+        &self.owner
+    }
+
     pub fn role(&self) -> Role {
         self.role
     }

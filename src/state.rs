@@ -21,13 +21,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use greenpool_runtime::sync::{AtomicOption, Blocker, ParkError, Semaphore};
+use greenpool_runtime::sync::{Blocker, ParkError, Semaphore};
 use greenpool_runtime::{Deadline, Wait};
 
 use crate::clock::{deadline_after, CoarseClock, Millis, RateLimit};
 use crate::config::Config;
 use crate::error::{Error, SharedError};
 use crate::events::{self, PoolEvents};
+use crate::handoff::Handoff;
 use crate::health::{ConnectHealth, Failing, HealthReport};
 use crate::manager::Manager;
 use crate::slot::{Memory, Released, Role, Slot, SlotOwner};
@@ -88,8 +89,12 @@ impl<C> Conn<C> {
 /// giver fills `slot`, or the deadline watcher sets `expired`. Then it is
 /// unparked. A connection left in `slot` (the waiter unwound) holds its
 /// slot's token, so it is not lost.
+///
+/// A waiter whose wait ended with a connection travels with it in the guard
+/// and comes back with it, to be reused by the next caller that must wait
+/// (two allocations fewer per wait, counting may's park).
 pub(crate) struct Waiter<M: Manager> {
-    pub slot: AtomicOption<Held<M>>,
+    pub slot: Handoff<Held<M>>,
     pub blocker: Blocker,
     /// The deadline, when the pool's deadline watcher enforces it (a `get`
     /// with the pool's checkout timeout, from a green thread). `None`: the
@@ -98,13 +103,32 @@ pub(crate) struct Waiter<M: Manager> {
     pub watched_deadline: Option<Instant>,
     /// Set by the deadline watcher when it took this waiter off the queue.
     pub expired: AtomicBool,
+    /// The blocker parks a green thread (not an OS thread): a spare waiter
+    /// is reused only by the same kind of caller.
+    green: bool,
 }
 
 impl<M: Manager> Waiter<M> {
+    /// A waiter for a caller on a green thread (`green`) or an OS thread.
+    pub fn new(watched_deadline: Option<Instant>, green: bool) -> Arc<Self> {
+        Arc::new(Waiter {
+            slot: Handoff::empty(),
+            // Cancellation must come back to the waiter as an error, not
+            // unwind inside `park`, so that it can leave the queue first.
+            blocker: Blocker::new(true),
+            watched_deadline,
+            expired: AtomicBool::new(false),
+            green,
+        })
+    }
+
     pub fn unpark(&self) {
         self.blocker.unpark()
     }
 }
+
+/// Spare waiters a pool keeps for reuse, at most.
+const MAX_SPARE_WAITERS: usize = 1024;
 
 /// A slot's token in this pool.
 pub(crate) type PoolSlot<M> = Slot<Shared<M>>;
@@ -141,6 +165,9 @@ pub(crate) struct PoolState<M: Manager> {
     /// connection opens or the pool closes, and (once closed) when a slot or
     /// a background green thread ends.
     pub ready_waiters: Vec<Arc<Blocker>>,
+    /// Waiters whose wait ended with a connection, given back with it (see
+    /// [`Waiter`]).
+    spare_waiters: Vec<Arc<Waiter<M>>>,
 }
 
 impl<M: Manager> PoolState<M> {
@@ -260,6 +287,28 @@ impl<M: Manager> PoolState<M> {
                 self.idle.push_back(conn);
                 Delivered::Idle(slot)
             }
+        }
+    }
+
+    /// A waiter for a new wait: a spare one no one else holds any more, if
+    /// there is one made for the same kind of caller, or a new one.
+    pub fn waiter(&mut self, watched_deadline: Option<Instant>, green: bool) -> Arc<Waiter<M>> {
+        if let Some(mut w) = self.spare_waiters.pop() {
+            // Not unique: the giver that handed over its last connection is
+            // still unparking it. Then it is simply dropped.
+            if let Some(inner) = Arc::get_mut(&mut w).filter(|w| w.green == green) {
+                inner.watched_deadline = watched_deadline;
+                *inner.expired.get_mut() = false;
+                return w;
+            }
+        }
+        Waiter::new(watched_deadline, green)
+    }
+
+    /// Keep a waiter whose wait ended with a connection for the next wait.
+    fn keep_spare(&mut self, w: Arc<Waiter<M>>) {
+        if self.spare_waiters.len() < MAX_SPARE_WAITERS {
+            self.spare_waiters.push(w);
         }
     }
 
@@ -386,6 +435,7 @@ impl<M: Manager> Shared<M> {
                 learnt_keepalive: None,
                 asked_server_idle_timeout: false,
                 ready_waiters: Vec::new(),
+                spare_waiters: Vec::new(),
             }),
             closed: AtomicBool::new(false),
             maintenance_kick: Semaphore::new(0),
@@ -565,7 +615,13 @@ impl<M: Manager> Shared<M> {
 
     /// A connection comes back from a user (or a health check) in working
     /// order: it did useful work.
-    pub fn give_back(self: &Arc<Self>, mut held: Held<M>) {
+    pub fn give_back(self: &Arc<Self>, held: Held<M>) {
+        self.give_back_with(held, None)
+    }
+
+    /// [`give_back`](Self::give_back), keeping `spare` (the waiter of the
+    /// wait that got the connection) for the next wait.
+    pub fn give_back_with(self: &Arc<Self>, mut held: Held<M>, spare: Option<Arc<Waiter<M>>>) {
         let now = self.clock.now();
         if held.conn.expires.is_some_and(|at| at <= now) {
             held.slot.reason = Some(DiscardReason::Expired);
@@ -573,17 +629,25 @@ impl<M: Manager> Shared<M> {
         }
         self.proved(&mut held.conn, now);
         held.conn.fresh = false;
-        self.put_back_proven(held, false);
+        self.put_back_proven(held, spare, false);
     }
 
     /// Put back a connection that has just proved itself (by a user's work,
     /// or a keepalive): to the oldest waiter, or idle. The first useful work
     /// in its slot tells the connect health the pool works again.
-    fn put_back_proven(self: &Arc<Self>, mut held: Held<M>, keepalive: bool) {
+    fn put_back_proven(
+        self: &Arc<Self>,
+        mut held: Held<M>,
+        spare: Option<Arc<Waiter<M>>>,
+        keepalive: bool,
+    ) {
         let first_work = held.slot.memory.worked();
         let mut st = self.lock();
         if keepalive {
             st.counters.keepalives += 1;
+        }
+        if let Some(w) = spare {
+            st.keep_spare(w);
         }
         if self.is_closed() {
             drop(st);
@@ -744,7 +808,7 @@ impl<M: Manager> Shared<M> {
     /// A keepalive proved a connection alive: put it back.
     pub fn keepalive_passed(self: &Arc<Self>, mut held: Held<M>) {
         self.proved(&mut held.conn, self.clock.refresh());
-        self.put_back_proven(held, true);
+        self.put_back_proven(held, None, true);
     }
 
     pub fn wait_ready(&self, deadline: Deadline, timeout: Duration) -> Result<(), Error> {

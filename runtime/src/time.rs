@@ -71,6 +71,12 @@ impl Deadline {
         ))
     }
 
+    /// A deadline `d` after `start` (an instant the caller has just read,
+    /// to save a second clock read).
+    pub fn after_from(start: Instant, d: Duration) -> Self {
+        Deadline(Some(start.checked_add(d).unwrap_or_else(far_future)))
+    }
+
     /// No deadline.
     pub fn never() -> Self {
         Deadline(None)
