@@ -61,11 +61,26 @@ impl Control {
         !self.stop.load(Ordering::Relaxed) && !rec.is_full()
     }
 
+    /// After each operation: one that ended after the stop signal is not
+    /// counted, so a run measures what was done inside its window, not how
+    /// fast thousands of workers wind down afterwards.
+    fn after_op(&self, rec: &mut Recorder) {
+        if self.stop.load(Ordering::Relaxed) {
+            rec.uncount_last();
+        }
+    }
+
     /// Wait until `n` workers are ready, start them (`go`), let them run for
     /// `duration` (or until all have stopped on their own), stop them, and
-    /// wait until they have. Returns the start time and the CPU time the
-    /// process used meanwhile.
-    fn conduct(&self, n: usize, duration: Duration, go: impl FnOnce()) -> (Instant, Duration) {
+    /// wait until they have. Returns the start time, when the stop signal
+    /// ended the run (`None`: every worker finished its share first), and
+    /// the CPU time the process used meanwhile.
+    fn conduct(
+        &self,
+        n: usize,
+        duration: Duration,
+        go: impl FnOnce(),
+    ) -> (Instant, Option<Instant>, Duration) {
         wait_until(READY_LIMIT, || self.ready.load(Ordering::Acquire) >= n)
             .unwrap_or_else(|| panic!("{n} workers not ready within {READY_LIMIT:?}"));
         let cpu = process_cpu();
@@ -79,6 +94,7 @@ impl Control {
             }
             thread::sleep((end - now).min(Duration::from_millis(10)));
         }
+        let stopped = (self.finished.load(Ordering::Acquire) < n).then(Instant::now);
         self.stop.store(true, Ordering::Relaxed);
         wait_until(STOP_LIMIT, || self.finished.load(Ordering::Acquire) >= n).unwrap_or_else(
             || {
@@ -89,7 +105,7 @@ impl Control {
                 )
             },
         );
-        (start, process_cpu().saturating_sub(cpu))
+        (start, stopped, process_cpu().saturating_sub(cpu))
     }
 }
 
@@ -174,6 +190,7 @@ where
                 let mut rec = Recorder::new(plan.timed, plan.per_worker());
                 while ctl.keep_going(&rec) {
                     op(&mut rec);
+                    ctl.after_op(&mut rec);
                 }
                 let end = Instant::now();
                 ctl.finished.fetch_add(1, Ordering::Release);
@@ -194,7 +211,7 @@ where
             }
         }
     }
-    let (start, cpu) = ctl.conduct(plan.workers, plan.duration, || match kind {
+    let (start, stopped, cpu) = ctl.conduct(plan.workers, plan.duration, || match kind {
         // Wake green threads from a green thread, as a server's accept loop
         // would: may puts them in that worker's run queue. Woken from a plain
         // thread they would go to may's global queue, which a worker only reads
@@ -209,7 +226,11 @@ where
         Kind::Os => go.fire(),
     });
     let (recorders, ends): (Vec<_>, Vec<_>) = handles.into_iter().map(Handle::join).unzip();
-    Ok(Outcome::collect(elapsed(start, &ends), cpu, recorders))
+    Ok(Outcome::collect(
+        elapsed(start, stopped, &ends),
+        cpu,
+        recorders,
+    ))
 }
 
 /// One operation of a tokio task (the async counterpart of the closure
@@ -237,6 +258,7 @@ pub fn run_tasks<S: Step>(
                 let mut rec = Recorder::new(plan.timed, plan.per_worker());
                 while ctl.keep_going(&rec) {
                     step.step(&mut rec).await;
+                    ctl.after_op(&mut rec);
                 }
                 let end = Instant::now();
                 ctl.finished.fetch_add(1, Ordering::Release);
@@ -244,7 +266,7 @@ pub fn run_tasks<S: Step>(
             })
         })
         .collect();
-    let (start, cpu) = ctl.conduct(plan.workers, plan.duration, || {
+    let (start, stopped, cpu) = ctl.conduct(plan.workers, plan.duration, || {
         let _ = go_tx.send(true);
     });
     let joined = rt.block_on(async {
@@ -261,13 +283,22 @@ pub fn run_tasks<S: Step>(
         recorders.push(rec);
         ends.push(end);
     }
-    Ok(Outcome::collect(elapsed(start, &ends), cpu, recorders))
+    Ok(Outcome::collect(
+        elapsed(start, stopped, &ends),
+        cpu,
+        recorders,
+    ))
 }
 
-/// From the start until the last worker stopped.
-fn elapsed(start: Instant, ends: &[Instant]) -> Duration {
-    ends.iter()
-        .map(|&e| e.saturating_duration_since(start))
-        .max()
-        .unwrap_or_default()
+/// From the start until the stop signal, or, if every worker finished its
+/// share first, until the last one did.
+fn elapsed(start: Instant, stopped: Option<Instant>, ends: &[Instant]) -> Duration {
+    match stopped {
+        Some(at) => at.saturating_duration_since(start),
+        None => ends
+            .iter()
+            .map(|&e| e.saturating_duration_since(start))
+            .max()
+            .unwrap_or_default(),
+    }
 }

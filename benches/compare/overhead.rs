@@ -231,7 +231,9 @@ fn section(settings: &Settings, results: &[CellResult]) -> Section {
         "The pooled \"connection\" is a counter: a get+return is the pool's own \
          bookkeeping, plus the hand-off to a waiting worker when the pool is empty. \
          Each figure is the median of {} runs of {:.1} s: wall-clock time divided by \
-         the get+returns all workers completed together (lower is better). In \
+         the get+returns all workers completed together within it (lower is better; \
+         an operation that ends after the stop signal is not counted, and the time \
+         the workers take to wind down is not either). In \
          brackets: greenpool's throughput divided by that pool's (above 1 = greenpool \
          is faster). \"Held across a yield\": the worker yields to its scheduler once \
          while it holds the connection (`greenpool::runtime::yield_now`, \

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 pub struct Recorder {
     ops: u64,
     errors: u64,
+    /// The last operation failed.
+    last_failed: bool,
     max_ops: u64,
     samples: Option<Vec<u64>>,
 }
@@ -20,6 +22,7 @@ impl Recorder {
         Recorder {
             ops: 0,
             errors: 0,
+            last_failed: false,
             max_ops,
             samples: timed.then(Vec::new),
         }
@@ -34,6 +37,7 @@ impl Recorder {
     #[inline]
     pub fn time<T>(&mut self, f: impl FnOnce() -> T) -> T {
         self.ops += 1;
+        self.last_failed = false;
         match &mut self.samples {
             Some(samples) => {
                 let start = Instant::now();
@@ -49,6 +53,7 @@ impl Recorder {
     #[inline]
     pub async fn time_async<T>(&mut self, fut: impl Future<Output = T>) -> T {
         self.ops += 1;
+        self.last_failed = false;
         match &mut self.samples {
             Some(samples) => {
                 let start = Instant::now();
@@ -63,6 +68,20 @@ impl Recorder {
     /// Count the current operation as failed.
     pub fn error(&mut self) {
         self.errors += 1;
+        self.last_failed = true;
+    }
+
+    /// Forget the last operation's count: it ended after the stop signal,
+    /// outside the measured window. (Its latency sample stays: it is a
+    /// real wait.)
+    pub fn uncount_last(&mut self) {
+        if self.ops > 0 {
+            self.ops -= 1;
+            if self.last_failed {
+                self.errors -= 1;
+                self.last_failed = false;
+            }
+        }
     }
 }
 
