@@ -7,20 +7,30 @@ use std::time::{Duration, Instant};
 
 /// Exponential backoff with jitter: the n-th delay is drawn uniformly from
 /// `[d/2, d]` where `d = min(max, min * 2^n)`.
+///
+/// Kept in microseconds, 24 bytes: every slot carries one, and it moves with
+/// the slot on every checkout and return. Delays are capped at
+/// `u32::MAX` µs (71 minutes).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Backoff {
-    min: Duration,
-    next: Duration,
-    max: Duration,
+    min: u32,
+    next: u32,
+    max: u32,
     rng: u64,
+}
+
+/// `d` in microseconds, capped at `u32::MAX`.
+fn micros(d: Duration) -> u32 {
+    u32::try_from(d.as_micros()).unwrap_or(u32::MAX)
 }
 
 impl Backoff {
     pub fn new(min: Duration, max: Duration) -> Self {
+        let min = micros(min);
         Backoff {
             min,
             next: min,
-            max,
+            max: micros(max).max(min),
             rng: seed(),
         }
     }
@@ -36,7 +46,7 @@ impl Backoff {
     }
 
     pub fn next_delay(&mut self) -> Duration {
-        let d = self.next;
+        let d = Duration::from_micros(u64::from(self.next));
         self.next = self.next.saturating_mul(2).min(self.max);
         let jitter = split_mix(&mut self.rng) as f64 / u64::MAX as f64;
         d.mul_f64(0.5 + 0.5 * jitter).max(Duration::from_millis(1))

@@ -2,7 +2,7 @@
 //! handed over, the deadline passes, the pool closes or is found down.
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, MutexGuard};
 use std::time::{Duration, Instant};
 
 use greenpool_runtime::sync::ParkError;
@@ -72,6 +72,7 @@ impl<M: Manager> Shared<M> {
     /// One lock round trip whether or not the caller waits: `attempt` is
     /// made (the clock read) only once nothing is idle, under the lock,
     /// which costs less than leaving and taking it again.
+    #[inline]
     pub fn checkout(
         self: &Arc<Self>,
         timeout: Option<Duration>,
@@ -85,9 +86,24 @@ impl<M: Manager> Shared<M> {
         if let Some(held) = st.take_idle(self) {
             let grow = st.start_missing();
             drop(st);
-            self.spawn_connectors(grow);
+            if grow > 0 {
+                self.spawn_connectors(grow);
+            }
             return Ok((held, true, None));
         }
+        self.wait_in_line(st, timeout, attempt, pool_timeout)
+    }
+
+    /// The rest of [`checkout`](Self::checkout), with the lock held and
+    /// nothing idle: queue, and wait.
+    #[inline(never)]
+    fn wait_in_line(
+        self: &Arc<Self>,
+        mut st: MutexGuard<'_, PoolState<M>>,
+        timeout: Option<Duration>,
+        attempt: &mut Option<Attempt>,
+        pool_timeout: bool,
+    ) -> Result<CheckedOut<M>, Error> {
         let a: &Attempt = attempt.get_or_insert_with(|| Attempt::new(timeout));
         let deadline = a.deadline;
         if let Some(e) = self.unavailable_error(&mut st, a) {

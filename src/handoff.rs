@@ -1,54 +1,39 @@
 //! A one-shot cell for handing a connection to a waiting caller.
 
-use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use crate::lock::lock;
 
 /// The connection a giver hands to a waiter: stored at most once per wait,
 /// by the giver that took the waiter off the queue (under the pool lock),
-/// and taken only by the waiter itself. One atomic flag instead of may's
-/// `AtomicOption`, which for a value this large falls back to crossbeam's
-/// global striped locks (a lock on store and on take, shared by every pool
-/// in the process).
+/// and taken only by the waiter itself, so its lock is never contended: it
+/// costs two uncontended atomic operations a side. (may's `AtomicOption`,
+/// used before, falls back for a value this large to crossbeam's global
+/// striped locks, shared by every pool in the process.)
 pub(crate) struct Handoff<T> {
-    full: AtomicBool,
-    value: UnsafeCell<Option<T>>,
+    value: Mutex<Option<T>>,
 }
-
-// SAFETY: the value is written once per wait, before `full` is set
-// (release), by the one giver that removed the waiter from the queue; it is
-// read only after `full` was seen set (acquire) and cleared, by the waiter's
-// own thread, or by the destructor once no one else holds the waiter.
-unsafe impl<T: Send> Sync for Handoff<T> {}
 
 impl<T> Handoff<T> {
     /// An empty cell.
     pub fn empty() -> Self {
         Handoff {
-            full: AtomicBool::new(false),
-            value: UnsafeCell::new(None),
+            value: Mutex::new(None),
         }
     }
 
     /// Fill the cell. Called at most once per wait: by the giver that has
     /// just taken the waiter off the queue, under the pool lock.
     pub fn store(&self, t: T) {
-        debug_assert!(!self.full.load(Ordering::Relaxed));
-        // SAFETY: see the `Sync` impl: no reader before `full` is set, and
-        // only one giver per wait.
-        unsafe { *self.value.get() = Some(t) };
-        self.full.store(true, Ordering::Release);
+        let mut v = lock(&self.value);
+        debug_assert!(v.is_none(), "a waiter was handed two connections");
+        *v = Some(t);
     }
 
-    /// Take what a giver stored, if it has finished storing it. Called by
-    /// the waiter alone (its wait, its abandon).
+    /// Take what a giver stored, if anything. Called by the waiter alone
+    /// (its wait, its abandon).
     pub fn take(&self) -> Option<T> {
-        if self.full.swap(false, Ordering::Acquire) {
-            // SAFETY: the giver's write happened before `full` was set, and
-            // no one else takes.
-            unsafe { (*self.value.get()).take() }
-        } else {
-            None
-        }
+        lock(&self.value).take()
     }
 }
 

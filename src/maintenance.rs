@@ -170,7 +170,7 @@ fn sweep<M: Manager>(shared: &Arc<Shared<M>>) {
         let deficit = if shared.is_closed() {
             0
         } else {
-            st.start_missing()
+            st.start_all_missing()
         };
         (expired, due, deficit)
     };

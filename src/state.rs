@@ -152,6 +152,10 @@ pub(crate) struct PoolState<M: Manager> {
     pub size: usize,
     /// `Builder::min_idle` (`None`: `size`, whatever it is now).
     pub min_idle: Option<usize>,
+    /// Set by a `resize` that left more slots than the new size, cleared
+    /// once they are down to it: only then can a connection given back be
+    /// a surplus (the hot path need not count the slots otherwise).
+    pub shrinking: bool,
     /// Slot tokens by role (see [`Slot`]).
     pub in_use: usize,
     pub checking: usize,
@@ -180,6 +184,12 @@ impl<M: Manager> PoolState<M> {
         self.open() + self.connecting
     }
 
+    /// `min_idle` is below the size: demand decides how many slots the
+    /// pool wants (see [`wanted`](Self::wanted)).
+    pub fn grows_on_demand(&self) -> bool {
+        self.min_idle.is_some_and(|n| n < self.size)
+    }
+
     /// Idle connections to keep open ahead of demand.
     pub fn min_idle(&self) -> usize {
         self.min_idle.map_or(self.size, |n| n.min(self.size))
@@ -200,6 +210,18 @@ impl<M: Manager> PoolState<M> {
     /// [`spawn_connectors`]: Shared::spawn_connectors
     #[must_use = "spawn the connectors counted"]
     pub fn start_missing(&mut self) -> usize {
+        if !self.grows_on_demand() {
+            // Every slot is wanted all the time; a slot lost to a failed
+            // spawn is reopened by maintenance.
+            return 0;
+        }
+        self.start_all_missing()
+    }
+
+    /// [`start_missing`](Self::start_missing), also in a pool that keeps
+    /// every slot open (maintenance and `resize`).
+    #[must_use = "spawn the connectors counted"]
+    pub fn start_all_missing(&mut self) -> usize {
         let missing = self.wanted().saturating_sub(self.slots());
         self.connecting += missing;
         missing
@@ -265,10 +287,13 @@ impl<M: Manager> PoolState<M> {
     /// Returns the waiter to unpark once the lock is released, and the
     /// disarmed token to drop then.
     pub fn deliver(&mut self, mut held: Held<M>) -> Delivered<M> {
-        if self.slots() > self.size {
-            // `resize` lowered the size: this one closes instead.
-            held.slot.reason = Some(DiscardReason::Surplus);
-            return Delivered::Surplus(held);
+        if self.shrinking {
+            if self.slots() > self.size {
+                // `resize` lowered the size: this one closes instead.
+                held.slot.reason = Some(DiscardReason::Surplus);
+                return Delivered::Surplus(held);
+            }
+            self.shrinking = false;
         }
         let Held { mut conn, mut slot } = held;
         self.uncount(slot.role());
@@ -427,6 +452,7 @@ impl<M: Manager> Shared<M> {
                 watcher_wakes_at: None,
                 size: cfg.size,
                 min_idle: cfg.min_idle,
+                shrinking: false,
                 in_use: 0,
                 checking: 0,
                 connecting: opening,
@@ -635,6 +661,7 @@ impl<M: Manager> Shared<M> {
     /// Put back a connection that has just proved itself (by a user's work,
     /// or a keepalive): to the oldest waiter, or idle. The first useful work
     /// in its slot tells the connect health the pool works again.
+    #[inline]
     fn put_back_proven(
         self: &Arc<Self>,
         mut held: Held<M>,
@@ -758,7 +785,8 @@ impl<M: Manager> Shared<M> {
                 return;
             }
             st.size = size;
-            let grow = st.start_missing();
+            st.shrinking = st.slots() > size;
+            let grow = st.start_all_missing();
             // Idle connections above the new size close now, the oldest
             // first; those in use close as they come back, connectors as
             // they fail or open.
