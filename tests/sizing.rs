@@ -261,18 +261,23 @@ fn resize_down_closes_idle_now_and_the_rest_as_they_come_back() {
 
 #[test]
 fn resize_down_stops_connectors_above_the_new_size() {
+    // Every connect fails from the start: four connectors retry.
+    let failing = Mock::default();
+    failing.fail.store(true, Ordering::SeqCst);
     let p = ConnectionPool::builder()
         .size(4)
         .reconnect_backoff(Duration::from_millis(5), Duration::from_millis(10))
-        .build(Mock::default())
+        .build(failing)
         .unwrap();
-    p.manager().fail.store(true, Ordering::SeqCst);
+    assert!(wait_until(LONG, || p.manager().attempts.load(Ordering::SeqCst) >= 4));
     p.resize(1).unwrap();
+    // Three give their slots up at their next attempt.
     assert!(
         wait_until(LONG, || p.state().connecting == 1),
         "{:?}",
         p.state()
     );
+    assert_eq!(p.state().open, 0);
     p.manager().fail.store(false, Ordering::SeqCst);
     p.wait_ready(LONG).unwrap();
     let s = p.state();
