@@ -269,7 +269,8 @@ fn resize_down_stops_connectors_above_the_new_size() {
         .reconnect_backoff(Duration::from_millis(5), Duration::from_millis(10))
         .build(failing)
         .unwrap();
-    assert!(wait_until(LONG, || p.manager().attempts.load(Ordering::SeqCst) >= 4));
+    let attempts = || p.manager().attempts.load(Ordering::SeqCst);
+    assert!(wait_until(LONG, || attempts() >= 4));
     p.resize(1).unwrap();
     // Three give their slots up at their next attempt.
     assert!(
