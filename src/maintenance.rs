@@ -156,11 +156,7 @@ fn sweep<M: Manager>(shared: &Arc<Shared<M>>) {
         }
         let expired: Vec<_> = expired
             .into_iter()
-            .map(|(c, reason)| {
-                let mut held = st.hold(shared, c, Role::Checking);
-                held.slot.reason = Some(reason);
-                held
-            })
+            .map(|(c, reason)| st.hold_to_close(shared, c, reason))
             .collect();
         let due: Vec<_> = due
             .into_iter()

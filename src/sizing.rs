@@ -13,7 +13,6 @@ use crate::config::MAX_SIZE;
 use crate::error::BuildError;
 use crate::manager::Manager;
 use crate::pool::ConnectionPool;
-use crate::slot::Role;
 use crate::stats::DiscardReason;
 
 /// What [`ConnectionPool::retain`]'s predicate learns about an idle
@@ -103,12 +102,8 @@ impl<M: Manager> ConnectionPool<M> {
             let mut st = shared.lock();
             let idle = std::mem::take(&mut st.idle);
             idle.into_iter()
-                .map(|conn| {
-                    let mut held = st.hold(shared, conn, Role::Checking);
-                    // Counted so if `keep` unwinds before judging it.
-                    held.slot.reason = Some(DiscardReason::Explicit);
-                    held
-                })
+                // Counted as explicit if `keep` unwinds before judging it.
+                .map(|conn| st.hold_to_close(shared, conn, DiscardReason::Explicit))
                 .collect()
         };
         let now = shared.clock.now();

@@ -344,6 +344,19 @@ impl<M: Manager> PoolState<M> {
         Some(self.hold(shared, conn, Role::InUse))
     }
 
+    /// Make a token for an idle connection just taken out of the list to be
+    /// closed, for `reason`: the token counts the discard when it drops.
+    pub fn hold_to_close(
+        &mut self,
+        shared: &Arc<Shared<M>>,
+        conn: Box<Conn<M::Connection>>,
+        reason: DiscardReason,
+    ) -> Held<M> {
+        let mut held = self.hold(shared, conn, Role::Checking);
+        held.slot.reason = Some(reason);
+        held
+    }
+
     /// Make a token for an idle connection just taken out of the list.
     pub fn hold(
         &mut self,
@@ -661,7 +674,6 @@ impl<M: Manager> Shared<M> {
     /// Put back a connection that has just proved itself (by a user's work,
     /// or a keepalive): to the oldest waiter, or idle. The first useful work
     /// in its slot tells the connect health the pool works again.
-    #[inline]
     fn put_back_proven(
         self: &Arc<Self>,
         mut held: Held<M>,
@@ -794,11 +806,7 @@ impl<M: Manager> Shared<M> {
             let surplus: Vec<_> = st.idle.drain(..over).collect();
             let surplus: Vec<_> = surplus
                 .into_iter()
-                .map(|c| {
-                    let mut held = st.hold(self, c, Role::Checking);
-                    held.slot.reason = Some(DiscardReason::Surplus);
-                    held
-                })
+                .map(|c| st.hold_to_close(self, c, DiscardReason::Surplus))
                 .collect();
             (grow, surplus)
         };
