@@ -10,6 +10,7 @@ use greenpool_runtime::{Deadline, Wait};
 
 use crate::error::Error;
 use crate::manager::Manager;
+use crate::slot::Role;
 use crate::state::{Held, PoolState, Shared, Waiter};
 
 /// One caller's checkout: its deadline and what went wrong so far.
@@ -79,18 +80,29 @@ impl<M: Manager> Shared<M> {
         attempt: &mut Option<Attempt>,
         pool_timeout: bool,
     ) -> Result<CheckedOut<M>, Error> {
+        // The new token's reference to the pool, taken before the lock: an
+        // atomic update of a line the other workers share costs the
+        // critical section nothing out here.
+        let owner = Arc::clone(self);
         let mut st = self.lock();
         if self.is_closed() {
             return Err(Error::Closed);
         }
-        if let Some(held) = st.take_idle(self) {
+        // Take the most recently returned connection (LIFO). Only the books
+        // change under the lock; the connection itself (last written by
+        // whoever gave it back) is read once the lock is released.
+        if let Some(conn) = st.idle.pop_back() {
+            st.counters.checkouts += 1;
+            st.count(Role::InUse);
             let grow = st.start_missing();
             drop(st);
+            let held = Held::adopt(owner, conn, Role::InUse);
             if grow > 0 {
                 self.spawn_connectors(grow);
             }
             return Ok((held, true, None));
         }
+        drop(owner);
         self.wait_in_line(st, timeout, attempt, pool_timeout)
     }
 
@@ -187,16 +199,18 @@ impl<M: Manager> Shared<M> {
         a: &Attempt,
     ) -> Result<Held<M>, Error> {
         let mut st = self.lock();
-        let held = waiter.slot.take();
+        // Closed under the pool lock: a giver that took this waiter off the
+        // queue but has not stored yet gets its connection back and passes
+        // it on (see `Delivery::finish`).
+        let held = waiter.slot.close();
         if held.is_none() {
             st.waiters.retain(|w| !Arc::ptr_eq(w, waiter));
         }
         if cancelled {
             // Pass a connection we were handed on, then unwind.
-            let delivered = held.map(|h| st.deliver(h));
             drop(st);
-            if let Some(d) = delivered {
-                d.finish(self);
+            if let Some(h) = held {
+                h.hand_over(|_, _| ());
             }
             greenpool_runtime::sync::resume_cancel();
         }

@@ -25,7 +25,7 @@ pub(crate) fn spawn<M: Manager>(shared: &Arc<Shared<M>>, memory: Memory) {
     // The token is made inside the new green thread: a closure that never
     // runs (the spawn failed) then owns nothing that could start another.
     let spawned = Task::spawn(shared, Kind::Connector, None, move |task| {
-        let slot = Slot::adopt(&task.shared, Role::Connecting, memory);
+        let slot = Slot::adopt(Arc::clone(&task.shared), Role::Connecting, memory);
         run(&task, slot)
     });
     if let Err(e) = spawned {

@@ -240,13 +240,14 @@ impl<M: Manager> Drop for PooledConnection<M> {
                 DiscardReason::Broken
             })
         });
-        let shared = Arc::clone(held.slot.owner());
         match reason {
             Some(reason) => {
                 held.slot.reason = Some(reason);
-                shared.discard(held)
+                Arc::clone(held.slot.owner()).discard(held)
             }
-            None => shared.give_back_with(held, self.spare.take()),
+            // No reference to the pool of our own: the give-back reaches it
+            // through the connection's token.
+            None => Shared::give_back_with(held, self.spare.take()),
         }
     }
 }

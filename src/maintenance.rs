@@ -238,7 +238,7 @@ pub(crate) fn validate<M: Manager>(
     let limit = deadline.remaining().map_or(hct, |rem| rem.min(hct));
     let Some(wait) = clamp_timeout(limit) else {
         // No time left: the connection was not checked; it goes back.
-        shared.give_back_unchecked(held);
+        Shared::give_back_unchecked(held);
         return Err("no time left for the validation before the checkout deadline".to_owned());
     };
     let task_deadline = deadline_after(wait);
@@ -379,7 +379,7 @@ fn run_check<M: Manager>(task: &Task<M>, mut held: Held<M>, what: Check, reply: 
                 held.slot.reason = None;
                 // The caller gave up waiting: the connection goes back.
                 if let Err(std::sync::mpsc::SendError(Ok(held))) = tx.send(Ok(held)) {
-                    shared.give_back(held);
+                    Shared::give_back(held);
                 }
             }
         },

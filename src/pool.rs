@@ -194,7 +194,7 @@ impl<M: Manager> ConnectionPool<M> {
             let a = attempt.get_or_insert_with(|| Attempt::new(timeout));
             if a.deadline.is_expired() {
                 // No time left to validate: the connection goes back unchecked.
-                shared.give_back_unchecked(held);
+                Shared::give_back_unchecked(held);
                 return Err(shared.timeout_error(&mut shared.lock(), a));
             }
             match maintenance::validate(shared, held, a.deadline) {

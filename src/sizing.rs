@@ -13,6 +13,7 @@ use crate::config::MAX_SIZE;
 use crate::error::BuildError;
 use crate::manager::Manager;
 use crate::pool::ConnectionPool;
+use crate::state::Shared;
 use crate::stats::DiscardReason;
 
 /// What [`ConnectionPool::retain`]'s predicate learns about an idle
@@ -116,7 +117,7 @@ impl<M: Manager> ConnectionPool<M> {
             };
             if keep(&held.conn.raw, &info) {
                 held.slot.reason = None;
-                shared.give_back_unchecked(held);
+                Shared::give_back_unchecked(held);
             } else {
                 closed += 1;
                 shared.discard(held);

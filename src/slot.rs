@@ -116,10 +116,11 @@ pub(crate) struct Slot<O: SlotOwner> {
 
 impl<O: SlotOwner> Slot<O> {
     /// A token for a slot the caller has just counted under `role` (in the
-    /// same critical section of the pool lock, or before anyone can see it).
-    pub fn adopt(owner: &Arc<O>, role: Role, memory: Memory) -> Self {
+    /// same critical section of the pool lock, or before anyone can see it,
+    /// or, with nothing between that can unwind, just after).
+    pub fn adopt(owner: Arc<O>, role: Role, memory: Memory) -> Self {
         Slot {
-            owner: Arc::clone(owner),
+            owner,
             role,
             armed: true,
             memory,

@@ -283,34 +283,36 @@ impl<M: Manager> PoolState<M> {
         }
     }
 
-    /// Give a working connection to the oldest waiter, or make it idle.
-    /// Returns the waiter to unpark once the lock is released, and the
-    /// disarmed token to drop then.
-    pub fn deliver(&mut self, mut held: Held<M>) -> Delivered<M> {
+    /// Give a working connection to the oldest waiter, or make it idle:
+    /// the books change here, under the lock; the caller finishes the move
+    /// with [`Delivery::finish`] once the lock is released (handing the
+    /// connection over touches the waiter's cache lines, which the pool's
+    /// critical section should not). `slot` is the connection's token.
+    pub fn deliver(
+        &mut self,
+        mut conn: Box<Conn<M::Connection>>,
+        slot: &PoolSlot<M>,
+    ) -> Delivery<M> {
         if self.shrinking {
             if self.slots() > self.size {
                 // `resize` lowered the size: this one closes instead.
-                held.slot.reason = Some(DiscardReason::Surplus);
-                return Delivered::Surplus(held);
+                return Delivery::Surplus(conn);
             }
             self.shrinking = false;
         }
-        let Held { mut conn, mut slot } = held;
         self.uncount(slot.role());
         match self.waiters.pop_front() {
             Some(w) => {
                 self.count(Role::InUse);
-                slot.set_role(Role::InUse);
                 self.counters.checkouts += 1;
-                w.slot.store(Held { conn, slot });
-                Delivered::Waiter(w)
+                Delivery::Waiter(w, conn)
             }
             None => {
                 conn.memory = Some(slot.memory);
                 // Once idle, even a new connection is validated as usual.
                 conn.fresh = false;
                 self.idle.push_back(conn);
-                Delivered::Idle(slot)
+                Delivery::Idle
             }
         }
     }
@@ -322,6 +324,7 @@ impl<M: Manager> PoolState<M> {
             // Not unique: the giver that handed over its last connection is
             // still unparking it. Then it is simply dropped.
             if let Some(inner) = Arc::get_mut(&mut w).filter(|w| w.green == green) {
+                inner.slot.reset();
                 inner.watched_deadline = watched_deadline;
                 *inner.expired.get_mut() = false;
                 return w;
@@ -335,13 +338,6 @@ impl<M: Manager> PoolState<M> {
         if self.spare_waiters.len() < MAX_SPARE_WAITERS {
             self.spare_waiters.push(w);
         }
-    }
-
-    /// Take the most recently returned idle connection for a user.
-    pub fn take_idle(&mut self, shared: &Arc<Shared<M>>) -> Option<Held<M>> {
-        let conn = self.idle.pop_back()?;
-        self.counters.checkouts += 1;
-        Some(self.hold(shared, conn, Role::InUse))
     }
 
     /// Make a token for an idle connection just taken out of the list to be
@@ -361,14 +357,51 @@ impl<M: Manager> PoolState<M> {
     pub fn hold(
         &mut self,
         shared: &Arc<Shared<M>>,
-        mut conn: Box<Conn<M::Connection>>,
+        conn: Box<Conn<M::Connection>>,
         role: Role,
     ) -> Held<M> {
         self.count(role);
-        let memory = conn.memory.take().unwrap_or_else(|| shared.fresh_memory());
-        let mut slot = Slot::adopt(shared, role, memory);
+        Held::adopt(Arc::clone(shared), conn, role)
+    }
+}
+
+impl<M: Manager> Held<M> {
+    /// A token for a connection that was idle, counted under `role` by the
+    /// caller (in the critical section that took it out of the idle list;
+    /// nothing between can unwind). Reads the connection, so the checkout's
+    /// fast path calls it after releasing the lock.
+    pub fn adopt(owner: Arc<Shared<M>>, mut conn: Box<Conn<M::Connection>>, role: Role) -> Self {
+        let memory = conn.memory.take().unwrap_or_else(|| owner.fresh_memory());
+        let mut slot = Slot::adopt(owner, role, memory);
         slot.conn = Some((conn.id, conn.created));
         Held { conn, slot }
+    }
+
+    /// Give the connection to the oldest waiter, or make it idle (see
+    /// [`PoolState::deliver`]); closed if the pool is. `under_lock` runs in
+    /// the same critical section first, unless the pool is closed; its
+    /// result is returned.
+    ///
+    /// The lock is reached through the connection's own token, so a
+    /// give-back costs no reference count updates beyond the token's own.
+    pub fn hand_over<R>(
+        self,
+        under_lock: impl FnOnce(&Arc<Shared<M>>, &mut PoolState<M>) -> R,
+    ) -> Option<R> {
+        let Held { conn, slot } = self;
+        let shared = slot.owner();
+        let mut st = shared.lock();
+        if shared.is_closed() {
+            drop(st);
+            // The token gives the slot back; nothing replaces it.
+            Arc::clone(shared).retire(Held { conn, slot });
+            return None;
+        }
+        let r = under_lock(shared, &mut st);
+        let delivery = st.deliver(conn, &slot);
+        drop(st);
+        delivery.finish(slot);
+        Some(r)
     }
 }
 
@@ -400,20 +433,37 @@ impl<M: Manager> FailureReport<M> {
 
 /// Where [`PoolState::deliver`] put a connection.
 #[must_use]
-pub(crate) enum Delivered<M: Manager> {
-    Waiter(Arc<Waiter<M>>),
-    Idle(PoolSlot<M>),
+pub(crate) enum Delivery<M: Manager> {
+    /// Taken off the queue: the connection is to be handed to it.
+    Waiter(Arc<Waiter<M>>, Box<Conn<M::Connection>>),
+    Idle,
     /// Above the size: closed, not replaced.
-    Surplus(Held<M>),
+    Surplus(Box<Conn<M::Connection>>),
 }
 
-impl<M: Manager> Delivered<M> {
-    /// Finish the delivery, after the pool lock is released.
-    pub fn finish(self, shared: &Arc<Shared<M>>) {
+impl<M: Manager> Delivery<M> {
+    /// Finish the delivery, after the pool lock is released; `slot` is the
+    /// connection's token.
+    pub fn finish(self, mut slot: PoolSlot<M>) {
         match self {
-            Delivered::Waiter(w) => w.unpark(),
-            Delivered::Idle(slot) => slot.disarm(),
-            Delivered::Surplus(held) => shared.retire(held),
+            Delivery::Waiter(w, conn) => {
+                slot.set_role(Role::InUse);
+                match w.slot.store(Held { conn, slot }) {
+                    Ok(()) => w.unpark(),
+                    // It left (a timeout on its own timer, a cancellation)
+                    // between being taken off the queue and now: the next
+                    // in line gets it.
+                    Err(held) => held
+                        .hand_over(|_, st| st.counters.checkouts -= 1)
+                        .unwrap_or(()),
+                }
+            }
+            Delivery::Idle => slot.disarm(),
+            Delivery::Surplus(conn) => {
+                slot.reason = Some(DiscardReason::Surplus);
+                let shared = Arc::clone(slot.owner());
+                shared.retire(Held { conn, slot });
+            }
         }
     }
 }
@@ -654,65 +704,47 @@ impl<M: Manager> Shared<M> {
 
     /// A connection comes back from a user (or a health check) in working
     /// order: it did useful work.
-    pub fn give_back(self: &Arc<Self>, held: Held<M>) {
-        self.give_back_with(held, None)
+    pub fn give_back(held: Held<M>) {
+        Self::give_back_with(held, None)
     }
 
     /// [`give_back`](Self::give_back), keeping `spare` (the waiter of the
     /// wait that got the connection) for the next wait.
-    pub fn give_back_with(self: &Arc<Self>, mut held: Held<M>, spare: Option<Arc<Waiter<M>>>) {
-        let now = self.clock.now();
+    pub fn give_back_with(mut held: Held<M>, spare: Option<Arc<Waiter<M>>>) {
+        let shared = held.slot.owner();
+        let now = shared.clock.now();
         if held.conn.expires.is_some_and(|at| at <= now) {
             held.slot.reason = Some(DiscardReason::Expired);
-            return self.discard(held);
+            return Arc::clone(held.slot.owner()).discard(held);
         }
-        self.proved(&mut held.conn, now);
+        shared.proved(&mut held.conn, now);
         held.conn.fresh = false;
-        self.put_back_proven(held, spare, false);
+        Self::put_back_proven(held, spare, false);
     }
 
     /// Put back a connection that has just proved itself (by a user's work,
     /// or a keepalive): to the oldest waiter, or idle. The first useful work
     /// in its slot tells the connect health the pool works again.
-    fn put_back_proven(
-        self: &Arc<Self>,
-        mut held: Held<M>,
-        spare: Option<Arc<Waiter<M>>>,
-        keepalive: bool,
-    ) {
+    fn put_back_proven(mut held: Held<M>, spare: Option<Arc<Waiter<M>>>, keepalive: bool) {
         let first_work = held.slot.memory.worked();
-        let mut st = self.lock();
-        if keepalive {
-            st.counters.keepalives += 1;
-        }
-        if let Some(w) = spare {
-            st.keep_spare(w);
-        }
-        if self.is_closed() {
-            drop(st);
-            // The token gives the slot back; nothing replaces it.
-            return self.retire(held);
-        }
-        let report = first_work.then(|| st.health.recovered(&self.cfg.name));
-        let delivered = st.deliver(held);
-        drop(st);
-        delivered.finish(self);
-        if let Some(r) = report {
+        let report = held.hand_over(|shared, st| {
+            if keepalive {
+                st.counters.keepalives += 1;
+            }
+            if let Some(w) = spare {
+                st.keep_spare(w);
+            }
+            first_work.then(|| st.health.recovered(&shared.cfg.name))
+        });
+        if let Some(r) = report.flatten() {
             r.emit();
         }
     }
 
     /// Put back a connection that was taken for validation but not checked
     /// (no time was left): it neither worked nor failed.
-    pub fn give_back_unchecked(self: &Arc<Self>, held: Held<M>) {
-        let mut st = self.lock();
-        if self.is_closed() {
-            drop(st);
-            return self.retire(held);
-        }
-        let delivered = st.deliver(held);
-        drop(st);
-        delivered.finish(self);
+    pub fn give_back_unchecked(held: Held<M>) {
+        held.hand_over(|_, _| ());
     }
 
     /// Close a connection and open a replacement in the background (the
@@ -825,18 +857,11 @@ impl<M: Manager> Shared<M> {
     pub fn add_connection(self: &Arc<Self>, conn: Box<Conn<M::Connection>>, mut slot: PoolSlot<M>) {
         slot.memory.useful = false;
         slot.conn = Some((conn.id, conn.created));
-        let held = Held { conn, slot };
-        let mut st = self.lock();
-        if self.is_closed() {
-            drop(st);
-            return self.retire(held);
-        }
-        st.counters.created += 1;
-        let delivered = st.deliver(held);
-        let ready = std::mem::take(&mut st.ready_waiters);
-        drop(st);
-        delivered.finish(self);
-        for b in ready {
+        let ready = Held { conn, slot }.hand_over(|_, st| {
+            st.counters.created += 1;
+            std::mem::take(&mut st.ready_waiters)
+        });
+        for b in ready.into_iter().flatten() {
             b.unpark();
         }
     }
@@ -844,7 +869,7 @@ impl<M: Manager> Shared<M> {
     /// A keepalive proved a connection alive: put it back.
     pub fn keepalive_passed(self: &Arc<Self>, mut held: Held<M>) {
         self.proved(&mut held.conn, self.clock.refresh());
-        self.put_back_proven(held, None, true);
+        Self::put_back_proven(held, None, true);
     }
 
     pub fn wait_ready(&self, deadline: Deadline, timeout: Duration) -> Result<(), Error> {
