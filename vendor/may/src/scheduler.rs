@@ -86,6 +86,15 @@ pub fn get_scheduler() -> &'static Scheduler {
     unsafe { &*SCHED }
 }
 
+/// Coroutines a worker runs from its queues before it returns to its event
+/// loop, which polls its IO events (without blocking, while work is left)
+/// and its timers, and takes what arrived through its global queue: green
+/// threads that keep yielding to each other would otherwise starve
+/// everything that arrives there (new coroutines, timer wake-ups, IO
+/// readiness) for as long as they keep yielding. Tokio's
+/// `event_interval` and Go's scheduler (every 61st tick) do the same.
+pub(crate) const LOCAL_BUDGET: usize = 61;
+
 #[repr(align(128))]
 pub struct Scheduler {
     #[cfg(not(feature = "work_steal"))]
@@ -129,16 +138,21 @@ impl Scheduler {
 
     #[inline]
     #[cfg(not(feature = "work_steal"))]
-    pub fn run_queued_tasks(&self, id: usize) {
+    pub fn run_queued_tasks(&self, id: usize) -> bool {
         let local = unsafe { self.local_queues.get_unchecked(id) };
-        while let Some(co) = local.pop() {
-            run_coroutine(co);
+        self.collect_global(id);
+        for _ in 0..LOCAL_BUDGET {
+            match local.pop() {
+                Some(co) => run_coroutine(co),
+                None => return false,
+            }
         }
+        !local.is_empty()
     }
 
     #[inline]
     #[cfg(feature = "work_steal")]
-    pub fn run_queued_tasks(&self, id: usize) {
+    pub fn run_queued_tasks(&self, id: usize) -> bool {
         let local = unsafe { &mut *self.local_queues.get_unchecked(id).get() };
 
         let max_steal: usize = std::cmp::min(3, self.workers - 1);
@@ -146,10 +160,18 @@ impl Scheduler {
         #[cfg(feature = "rand_work_steal")]
         let mut rng = fastrand::Rng::new();
 
+        // Whatever arrived through the global queue (new coroutines, timer
+        // wake-ups) runs after at most one budget of local work.
+        self.collect_global(id);
+        let mut budget = LOCAL_BUDGET;
         'work: loop {
             match local.pop() {
                 Some(co) => {
                     run_coroutine(co);
+                    budget -= 1;
+                    if budget == 0 {
+                        return local.has_tasks();
+                    }
                     continue 'work;
                 }
                 None => {
@@ -172,10 +194,14 @@ impl Scheduler {
                 let stealer = self.stealers.get(target).unwrap();
                 if let Some(co) = stealer.steal_into(local) {
                     run_coroutine(co);
+                    budget -= 1;
+                    if budget == 0 {
+                        return local.has_tasks();
+                    }
                     continue 'work;
                 }
             }
-            return;
+            return false;
         }
     }
 

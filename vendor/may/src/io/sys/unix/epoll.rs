@@ -33,6 +33,10 @@ struct SingleSelector {
     #[cfg(feature = "io_timeout")]
     timer_del: Queue<TimerHandle>,
     free_ev: Queue<Arc<EventData>>,
+    // the last turn of the event loop left coroutines in the local queue
+    // (it ran out of budget): poll without blocking (only this selector's
+    // thread touches it)
+    work_left: std::sync::atomic::AtomicBool,
 }
 
 impl SingleSelector {
@@ -50,6 +54,7 @@ impl SingleSelector {
             epoll,
             evfd,
             free_ev: Queue::new(),
+            work_left: std::sync::atomic::AtomicBool::new(false),
             #[cfg(feature = "io_timeout")]
             timer_list: TimerList::new(),
             #[cfg(feature = "io_timeout")]
@@ -97,6 +102,12 @@ impl Selector {
         let single_selector = &self.vec[id];
         let epoll = &single_selector.epoll;
 
+        // Coroutines are still queued: only look for events, do not sleep.
+        let timeout_ms = if single_selector.work_left.load(Ordering::Relaxed) {
+            EpollTimeout::ZERO
+        } else {
+            timeout_ms
+        };
         // Wait for epoll events for at most timeout_ms milliseconds
         let n = epoll.wait(events, timeout_ms)?;
         // println!("epoll_wait = {}", n);
@@ -132,8 +143,9 @@ impl Selector {
             crate::coroutine_impl::run_coroutine(co);
         }
 
-        // run all the local tasks
-        scheduler.run_queued_tasks(id);
+        // run the local tasks, up to a budget
+        let left = scheduler.run_queued_tasks(id);
+        single_selector.work_left.store(left, Ordering::Relaxed);
 
         // free the unused event_data
         self.free_unused_event_data(id);

@@ -1,0 +1,162 @@
+//! Busy workers still serve everything else: the regression tests for the
+//! starvation that `vendor/may` fixes (see `vendor/README.md`).
+//!
+//! Unpatched, a may worker ran its local queue until it was empty before it
+//! looked at anything else. Green threads that keep yielding to each other
+//! (or hand work back and forth, like a pool's waiters) keep it from ever
+//! being empty, so for as long as they do:
+//!
+//! - a new green thread, or one woken by a timer (both arrive through the
+//!   worker's global queue), never runs;
+//! - the worker never polls its epoll, so a green thread waiting for IO on a
+//!   socket that worker owns never wakes, however long the data has been
+//!   there.
+//!
+//! Each test keeps every worker busy with yielding green threads until
+//! either the thing under test has happened or a generous deadline has
+//! passed, and fails in the second case. (Before the patch, a pool's waiter
+//! could wait out a whole benchmark run: 64 green threads over 8
+//! connections, one got no connection for 1.4 s.)
+//!
+//! Runs on the default runtime (one worker per CPU); `GREENPOOL_WORKERS=n`
+//! overrides it.
+
+use std::io::{Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use greenpool_runtime::net::TcpStream;
+use greenpool_runtime::{sleep, spawn, yield_now, JoinHandle};
+
+/// Far longer than anything here takes when it works.
+const LIMIT: Duration = Duration::from_secs(10);
+
+/// Yielding green threads per worker: enough that every worker always has
+/// one ready to run.
+const BUSY_PER_WORKER: usize = 4;
+
+/// Keep every worker busy, yielding, until `done` is set or [`LIMIT`] has
+/// passed. The busy green threads are started (and running) when this
+/// returns.
+fn keep_workers_busy(done: &Arc<AtomicBool>) -> Vec<JoinHandle<()>> {
+    let workers = greenpool_runtime::may::config().get_workers();
+    let started = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let n = workers * BUSY_PER_WORKER;
+    let busy: Vec<_> = (0..n)
+        .map(|_| {
+            let (done, started) = (Arc::clone(done), Arc::clone(&started));
+            spawn(move || {
+                started.fetch_add(1, Ordering::SeqCst);
+                let deadline = Instant::now() + LIMIT;
+                while !done.load(Ordering::SeqCst) && Instant::now() < deadline {
+                    yield_now();
+                }
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + LIMIT;
+    while started.load(Ordering::SeqCst) < n && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    busy
+}
+
+/// Wait for the busy green threads and say how long `done` took to be set
+/// after `since` (`None`: it was not set within [`LIMIT`]).
+fn finish(
+    busy: Vec<JoinHandle<()>>,
+    done: &AtomicBool,
+    at: &std::sync::Mutex<Option<Instant>>,
+    since: Instant,
+) -> Option<Duration> {
+    for b in busy {
+        b.join().unwrap();
+    }
+    let at = *at.lock().unwrap();
+    (done.load(Ordering::SeqCst)).then(|| at.map_or(Duration::ZERO, |t| t - since))
+}
+
+#[test]
+fn a_green_thread_started_while_every_worker_is_busy_runs() {
+    let done = Arc::new(AtomicBool::new(false));
+    let at = Arc::new(std::sync::Mutex::new(None));
+    let busy = keep_workers_busy(&done);
+    let since = Instant::now();
+    let h = {
+        let (done, at) = (Arc::clone(&done), Arc::clone(&at));
+        spawn(move || {
+            *at.lock().unwrap() = Some(Instant::now());
+            done.store(true, Ordering::SeqCst);
+        })
+    };
+    let took = finish(busy, &done, &at, since);
+    h.join().unwrap();
+    assert!(
+        took.is_some_and(|t| t < LIMIT),
+        "the new green thread did not run while the others kept yielding"
+    );
+}
+
+#[test]
+fn a_sleeping_green_thread_wakes_while_every_worker_is_busy() {
+    let done = Arc::new(AtomicBool::new(false));
+    let at = Arc::new(std::sync::Mutex::new(None));
+    let woke = Arc::new(AtomicBool::new(false));
+    // Asleep before the workers get busy; its timer fires during.
+    let h = {
+        let (done, at, woke) = (Arc::clone(&done), Arc::clone(&at), Arc::clone(&woke));
+        spawn(move || {
+            sleep(Duration::from_millis(20));
+            woke.store(true, Ordering::SeqCst);
+            *at.lock().unwrap() = Some(Instant::now());
+            done.store(true, Ordering::SeqCst);
+        })
+    };
+    let since = Instant::now();
+    let busy = keep_workers_busy(&done);
+    let took = finish(busy, &done, &at, since);
+    h.join().unwrap();
+    assert!(woke.load(Ordering::SeqCst));
+    assert!(
+        took.is_some_and(|t| t < LIMIT),
+        "the sleeper did not wake while the others kept yielding"
+    );
+}
+
+#[test]
+fn a_green_thread_waiting_for_io_wakes_while_every_worker_is_busy() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let at = Arc::new(std::sync::Mutex::new(None));
+    let reading = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (done, at, reading) = (Arc::clone(&done), Arc::clone(&at), Arc::clone(&reading));
+        spawn(move || {
+            let mut s = TcpStream::connect(addr).unwrap();
+            let mut buf = [0u8; 4];
+            reading.store(true, Ordering::SeqCst);
+            s.read_exact(&mut buf).unwrap();
+            assert_eq!(&buf, b"ping");
+            *at.lock().unwrap() = Some(Instant::now());
+            done.store(true, Ordering::SeqCst);
+        })
+    };
+    let (mut peer, _) = listener.accept().unwrap();
+    let deadline = Instant::now() + LIMIT;
+    while !reading.load(Ordering::SeqCst) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let busy = keep_workers_busy(&done);
+    // The reader is parked on its socket (or about to be); the data arrives
+    // while every worker is busy.
+    let since = Instant::now();
+    peer.write_all(b"ping").unwrap();
+    let took = finish(busy, &done, &at, since);
+    reader.join().unwrap();
+    assert!(
+        took.is_some_and(|t| t < LIMIT),
+        "the reader did not wake for its data while the others kept yielding"
+    );
+}
