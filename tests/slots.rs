@@ -441,3 +441,55 @@ fn retry_survives_extreme_intervals_and_factors() {
     assert!(r.is_err(), "returned instead of waiting: {r:?}");
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
+
+/// Waiters on their own short timers give up while connections are being
+/// handed over (and, rarely, just as a giver took one of them off the queue:
+/// then the giver passes the connection on). Nothing is discarded, no slot
+/// is lost, and every checkout counted is one a caller got.
+#[test]
+fn waiters_timing_out_while_connections_are_handed_over_lose_nothing() {
+    const WORKERS: usize = 40;
+    const ROUNDS: usize = 50;
+    let p = builder(2).build(Mock::default()).unwrap();
+    p.wait_ready(LONG).unwrap();
+    let got = Arc::new(AtomicU64::new(0));
+    let timed_out = Arc::new(AtomicU64::new(0));
+    let workers: Vec<_> = (0..WORKERS)
+        .map(|_| {
+            let (p, got, timed_out) = (p.clone(), Arc::clone(&got), Arc::clone(&timed_out));
+            spawn(move || {
+                for round in 0..ROUNDS {
+                    // Connections are held for 1 ms, 40 callers share 2: the
+                    // 1 ms waits mostly time out, the 5 ms ones often not.
+                    let timeout = Duration::from_millis(if round % 2 == 0 { 1 } else { 5 });
+                    match p.get_timeout(timeout) {
+                        Ok(c) => {
+                            got.fetch_add(1, Ordering::Relaxed);
+                            runtime::sleep(Duration::from_millis(1));
+                            drop(c);
+                        }
+                        Err(Error::Timeout { .. }) => {
+                            timed_out.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => panic!("unexpected {e}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    let s = p.state();
+    assert!(
+        timed_out.load(Ordering::Relaxed) > 0,
+        "no waiter timed out: the test did not race anything ({s:?})"
+    );
+    assert!(
+        got.load(Ordering::Relaxed) > 0,
+        "no caller got a connection ({s:?})"
+    );
+    assert_eq!(s.counters.discarded.total(), 0, "{s:?}");
+    assert_eq!(s.counters.checkouts, got.load(Ordering::Relaxed), "{s:?}");
+    assert_eq!((s.open, s.idle, s.waiting), (2, 2, 0), "{s:?}");
+}
