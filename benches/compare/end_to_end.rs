@@ -281,6 +281,9 @@ pub fn run(settings: &Settings, rt: &Runtime, backend: &Backend) -> (Section, Ve
     }
 
     let mut dedicated_rows = Vec::new();
+    // (workers, summary) of the dedicated green-thread reference, for the
+    // pool-overhead target.
+    let mut dedicated_green = Vec::new();
     for workers in WORKERS {
         let mut lists = vec![Vec::new(); Runner::ALL.len()];
         for run in 0..runs {
@@ -296,10 +299,14 @@ pub fn run(settings: &Settings, rt: &Runtime, backend: &Backend) -> (Section, Ve
             }
         }
         for (runner, list) in Runner::ALL.iter().zip(lists) {
+            let summary = Summary::of(&list);
+            if matches!(runner, Runner::Green) && !list.is_empty() {
+                dedicated_green.push((workers, summary));
+            }
             dedicated_rows.push((
                 format!("dedicated, {workers} {}", runner.label()),
                 workers,
-                Summary::of(&list),
+                summary,
             ));
         }
     }
@@ -340,7 +347,7 @@ pub fn run(settings: &Settings, rt: &Runtime, backend: &Backend) -> (Section, Ve
     let timeout_rows = checkout_timeout_cost(settings, backend);
     let mut section = section(settings, backend, &cells, &dedicated_rows, &benchmark_rows);
     timeout_section(&mut section, settings, &timeout_rows);
-    (section, targets(&cells))
+    (section, targets(&cells, &dedicated_green))
 }
 
 /// greenpool at 512 workers with its 30 s checkout timeout and without one,
@@ -556,13 +563,16 @@ fn section(
     s
 }
 
-fn targets(cells: &[Cell]) -> Vec<Target> {
+/// The issue's end-to-end targets, for every cell: requests/s at least
+/// every peer's with a worst latency no worse than the fairest peer's; and
+/// the pool's overhead, against W green threads with a connection each,
+/// under 5 %.
+fn targets(cells: &[Cell], dedicated_green: &[(usize, Summary)]) -> Vec<Target> {
+    const MAX_OVERHEAD: f64 = 0.05;
+    let max = |s: &Summary| s.latency.map_or(f64::NAN, |l| l.max);
     let mut out = Vec::new();
-    for cell in cells.iter().filter(|c| c.workers == 512) {
-        let label = format!(
-            "{} workers over {} connections",
-            cell.workers, cell.connections
-        );
+    for cell in cells {
+        let label = format!("{} / {}", cell.workers, cell.connections);
         let Some(gp) = cell.get(Which::Greenpool) else {
             out.push(Target::new(
                 format!("end to end at {label}"),
@@ -575,27 +585,34 @@ fn targets(cells: &[Cell]) -> Vec<Target> {
             .iter()
             .filter_map(|&w| cell.get(w).map(|s| (w, s)))
             .collect();
-        let at_least_as_fast = peers.iter().all(|(_, s)| gp.rate >= s.rate);
-        out.push(Target::new(
-            format!("end to end at {label}: requests/s ≥ every peer"),
-            format!(
-                "greenpool {}; {}",
-                fmt_rate(gp.rate),
-                peers
-                    .iter()
-                    .map(|(w, s)| format!("{} {}", w.name(), fmt_rate(s.rate)))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-            Some(at_least_as_fast && peers.len() == Which::PEERS.len()),
-        ));
-        let max = |s: &Summary| s.latency.map_or(f64::NAN, |l| l.max);
+        let all_ran = peers.len() == Which::PEERS.len();
+        let fastest = peers
+            .iter()
+            .max_by(|a, b| a.1.rate.total_cmp(&b.1.rate))
+            .copied();
         let fairest = peers
             .iter()
             .min_by(|a, b| max(a.1).total_cmp(&max(b.1)))
             .copied();
+        let describe = |(w, s): (Which, &Summary)| format!("{} {}", w.name(), fmt_rate(s.rate));
         out.push(Target::new(
-            format!("end to end at {label}: worst latency no worse than the fairest peer"),
+            format!("end to end at {label}: requests/s ≥ every peer's"),
+            format!(
+                "greenpool {}; {}{}",
+                fmt_rate(gp.rate),
+                peers
+                    .iter()
+                    .map(|&p| describe(p))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                fastest
+                    .map(|(w, s)| format!(" ({} of {})", fmt_ratio(gp.rate / s.rate), w.name()))
+                    .unwrap_or_default()
+            ),
+            Some(all_ran && peers.iter().all(|(_, s)| gp.rate >= s.rate)),
+        ));
+        out.push(Target::new(
+            format!("end to end at {label}: worst latency no worse than the fairest peer's"),
             match fairest {
                 Some((w, s)) => format!(
                     "greenpool max {}; the fairest peer (lowest max) is {} with {} \
@@ -608,6 +625,28 @@ fn targets(cells: &[Cell]) -> Vec<Target> {
                 None => "no peer ran".into(),
             },
             fairest.map(|(_, s)| max(gp) <= max(s)),
+        ));
+        let dedicated = dedicated_green
+            .iter()
+            .find(|(w, _)| *w == cell.workers)
+            .map(|(_, s)| s);
+        let overhead = dedicated.map(|d| 1.0 - gp.rate / d.rate);
+        out.push(Target::new(
+            format!(
+                "end to end at {label}: the pool's overhead (against {} green threads \
+                 with a connection each) under 5 %",
+                cell.workers
+            ),
+            match (dedicated, overhead) {
+                (Some(d), Some(o)) => format!(
+                    "pooled {} against dedicated {}: {:+.1} %",
+                    fmt_rate(gp.rate),
+                    fmt_rate(d.rate),
+                    o * 100.0
+                ),
+                _ => "the dedicated reference did not run".into(),
+            },
+            overhead.map(|o| o < MAX_OVERHEAD),
         ));
     }
     out
