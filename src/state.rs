@@ -453,9 +453,11 @@ impl<M: Manager> Delivery<M> {
                     // It left (a timeout on its own timer, a cancellation)
                     // between being taken off the queue and now: the next
                     // in line gets it.
-                    Err(held) => held
-                        .hand_over(|_, st| st.counters.checkouts -= 1)
-                        .unwrap_or(()),
+                    Err(held) => {
+                        // The checkout counted for it did not happen.
+                        held.slot.owner().lock().counters.checkouts -= 1;
+                        held.hand_over(|_, _| ());
+                    }
                 }
             }
             Delivery::Idle => slot.disarm(),
