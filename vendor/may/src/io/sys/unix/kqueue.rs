@@ -57,6 +57,10 @@ struct SingleSelector {
     #[cfg(feature = "io_timeout")]
     timer_del: Queue<TimerHandle>,
     free_ev: Queue<Arc<EventData>>,
+    // the last turn of the event loop left coroutines in the local queue
+    // (it ran out of budget): poll without blocking (only this selector's
+    // thread touches it)
+    work_left: std::sync::atomic::AtomicBool,
 }
 
 impl AsRawFd for SingleSelector {
@@ -87,6 +91,7 @@ impl SingleSelector {
         Ok(SingleSelector {
             kqfd,
             free_ev: Queue::new(),
+            work_left: std::sync::atomic::AtomicBool::new(false),
             #[cfg(feature = "io_timeout")]
             timer_list: TimerList::new(),
             #[cfg(feature = "io_timeout")]
@@ -143,6 +148,17 @@ impl Selector {
 
         let single_selector = &self.vec[id];
 
+        // Coroutines are still queued: only look for events, do not sleep.
+        const ZERO: libc::timespec = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        let timeout = if single_selector.work_left.load(Ordering::Relaxed) {
+            &ZERO as *const _
+        } else {
+            timeout
+        };
+
         // Wait for kqueue events for at most timeout_ms milliseconds
         let kqfd = single_selector.as_raw_fd();
         let n = syscall!(kevent(
@@ -181,8 +197,9 @@ impl Selector {
             crate::coroutine_impl::run_coroutine(co);
         }
 
-        // run all the local tasks
-        scheduler.run_queued_tasks(id);
+        // run the local tasks, up to a budget
+        let left = scheduler.run_queued_tasks(id);
+        single_selector.work_left.store(left, Ordering::Relaxed);
 
         // free the unused event_data
         self.free_unused_event_data(id);

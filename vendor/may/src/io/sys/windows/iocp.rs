@@ -1,5 +1,6 @@
 use std::cell::UnsafeCell;
 use std::os::windows::io::AsRawSocket;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use std::{io, ptr};
 
@@ -67,6 +68,10 @@ struct SingleSelector {
     /// The actual completion port that's used to manage all I/O
     port: CompletionPort,
     timer_list: TimerList,
+    // the last turn of the event loop left coroutines in the local queue
+    // (it ran out of budget): poll without blocking (only this selector's
+    // thread touches it)
+    work_left: std::sync::atomic::AtomicBool,
 }
 
 impl SingleSelector {
@@ -75,6 +80,7 @@ impl SingleSelector {
         CompletionPort::new(1).map(|cp| SingleSelector {
             port: cp,
             timer_list: TimerList::new(),
+            work_left: std::sync::atomic::AtomicBool::new(false),
         })
     }
 }
@@ -107,9 +113,14 @@ impl Selector {
         timeout: Option<u64>,
     ) -> io::Result<Option<u64>> {
         assert!(id < self.vec.len());
-        let timeout = timeout.map(Duration::from_nanos);
-        // info!("select; timeout={:?}", timeout);
         let single_selector = &self.vec[id];
+        // Coroutines are still queued: only look for events, do not sleep.
+        let timeout = if single_selector.work_left.load(Ordering::Relaxed) {
+            Some(Duration::ZERO)
+        } else {
+            timeout.map(Duration::from_nanos)
+        };
+        // info!("select; timeout={:?}", timeout);
 
         let n = match single_selector.port.get_many(events, timeout) {
             Ok(statuses) => statuses.len(),
@@ -182,8 +193,9 @@ impl Selector {
             crate::coroutine_impl::run_coroutine(co);
         }
 
-        // run all the local tasks
-        scheduler.run_queued_tasks(id);
+        // run the local tasks, up to a budget
+        let left = scheduler.run_queued_tasks(id);
+        single_selector.work_left.store(left, Ordering::Relaxed);
 
         // deal with the timer list
         let next_expire = single_selector
