@@ -775,23 +775,46 @@ impl<M: Manager> Shared<M> {
     }
 
     /// Close a connection the pool is done with: `Manager::close` in a
-    /// green thread of its own, under the health-check timeout (enforced by
-    /// maintenance, which keeps running after the pool closes until every
-    /// goodbye has ended). Never blocks the caller. If no green thread can
-    /// be started, the connection is just dropped.
+    /// green thread of its own, under the health-check timeout. Never blocks
+    /// the caller. If no green thread can be started, the connection is just
+    /// dropped.
+    ///
+    /// Maintenance enforces that timeout, and keeps running after the pool
+    /// closes until every goodbye it can see has ended. A goodbye that
+    /// starts on a closed pool (a connection that was out when it closed
+    /// came back) may find maintenance gone, so it times itself.
     pub fn close_conn(self: &Arc<Self>, conn: Conn<M::Connection>) {
         let raw = conn.raw;
         let id = conn.id;
         let deadline = deadline_after(self.cfg.health_check_timeout);
         // A spawn that fails drops the closure, and the connection with it.
         let spawned = Task::spawn(self, Kind::Goodbye, deadline, move |task| {
-            let manager = &task.shared.manager;
-            if panic::catch_unwind(AssertUnwindSafe(|| manager.close(raw))).is_err() {
-                log::debug!(
-                    "pool {}: Manager::close of connection #{id} panicked or was cancelled",
-                    task.shared.cfg.name
-                );
-            }
+            let shared = &task.shared;
+            let said = panic::catch_unwind(AssertUnwindSafe(|| {
+                if shared.is_closed() {
+                    // Registered after maintenance's last look, or before:
+                    // either way this green thread is no longer its to
+                    // cancel (which would leave the inner one running).
+                    // Cancelled just before that: the deadline has passed.
+                    task.set_deadline(None);
+                    if task.cancelled() {
+                        return Err("ran out of time before it started".to_owned());
+                    }
+                    shared.timed_goodbye(raw, deadline)
+                } else {
+                    shared.manager.close(raw);
+                    Ok(())
+                }
+            }));
+            let why = match said {
+                Ok(Ok(())) => return,
+                Ok(Err(why)) => why,
+                Err(_) => "panicked or was cancelled".to_owned(),
+            };
+            log::debug!(
+                "pool {}: Manager::close of connection #{id} {why}",
+                shared.cfg.name
+            );
         });
         if let Err(e) = spawned {
             self.spawn_failed(
@@ -799,6 +822,28 @@ impl<M: Manager> Shared<M> {
                 &e,
                 "closing the connection without a goodbye",
             );
+        }
+    }
+
+    /// `Manager::close(raw)` in a green thread of its own, cancelled at
+    /// `deadline` (see [`close_conn`](Self::close_conn)); the caller waits.
+    fn timed_goodbye(
+        self: &Arc<Self>,
+        raw: M::Connection,
+        deadline: Option<Instant>,
+    ) -> Result<(), String> {
+        let left = deadline.map_or(Duration::MAX, |at| {
+            at.saturating_duration_since(Instant::now())
+        });
+        let shared = Arc::clone(self);
+        let builder = self.task_builder(Kind::Goodbye.role());
+        match greenpool_runtime::timeout_with(builder, left, move || shared.manager.close(raw)) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(format!(
+                "took longer than the health-check timeout ({:?}) and was cancelled",
+                self.cfg.health_check_timeout
+            )),
+            Err(e) => Err(format!("could not start ({e}): the connection was dropped")),
         }
     }
 

@@ -274,6 +274,41 @@ fn a_goodbye_that_hangs_is_cancelled_at_the_health_check_timeout() {
 }
 
 #[test]
+fn a_goodbye_that_starts_after_the_pool_closed_and_went_quiet_is_still_bounded() {
+    let server = TestServer::start().unwrap();
+    let manager = Polite(LineManager::new(server.addr()).timeout(Duration::from_secs(60)));
+    let pool = ConnectionPool::builder()
+        .size(1)
+        .health_check_timeout(Duration::from_millis(200))
+        .build(manager)
+        .unwrap();
+    pool.wait_ready(LONG).unwrap();
+    let guard = pool.get().unwrap();
+    pool.close();
+    // Nothing was idle, so nothing said goodbye: every background green
+    // thread ends, the maintenance that holds goodbyes to their deadline too.
+    assert!(
+        wait_until(LONG, || pool.state().background_tasks == 0),
+        "{:?}",
+        pool.state()
+    );
+    // The connection still out comes back now; its goodbye waits for a BYE
+    // that never comes, and only its own bound can end it.
+    server.set_stall(true);
+    let before = server.requests();
+    drop(guard);
+    assert!(server.wait_requests(before + 1, LONG));
+    assert!(
+        wait_until(LONG, || pool.state().background_tasks == 0),
+        "{:?}",
+        pool.state()
+    );
+    // A stalled server reads nothing, so it sees the close once it resumes.
+    server.set_stall(false);
+    assert!(server.wait_open(0, LONG), "the connection was closed");
+}
+
+#[test]
 fn the_default_close_just_drops_the_connection() {
     let server = TestServer::start().unwrap();
     let pool = ConnectionPool::new(LineManager::new(server.addr()), 2).unwrap();
