@@ -17,6 +17,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::Signal;
+
 use super::tls::SelfSigned;
 use crate::runtime::net::{connect_addr, ConnectOptions};
 use crate::runtime::sleep;
@@ -98,8 +100,7 @@ fn config_text(dir: &Path, port: u16, c: &NginxConfig) -> String {
     let secs = c.keepalive_timeout.as_secs().max(1);
     // As root, the workers would switch to "nobody", who cannot write the
     // private directory.
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let user = if unsafe { libc::geteuid() } == 0 {
+    let user = if nix::unistd::geteuid().is_root() {
         "user root;"
     } else {
         ""
@@ -228,23 +229,21 @@ impl Nginx {
         &self.cert
     }
 
-    fn signal(&self, sig: libc::c_int) -> io::Result<()> {
+    /// Signal our own child, which we have not reaped yet (so its pid
+    /// cannot have been reused).
+    fn signal(&self, sig: Signal) -> io::Result<()> {
         let child = self
             .child
             .as_ref()
             .ok_or_else(|| io::Error::other("nginx is not running"))?;
-        // SAFETY: kill(2) with the pid of our own child, which we have not
-        // reaped yet (so the pid cannot have been reused).
-        if unsafe { libc::kill(child.id() as libc::pid_t, sig) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        let pid = i32::try_from(child.id()).map_err(io::Error::other)?;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig).map_err(io::Error::from)
     }
 
     /// `nginx -s reload`: SIGHUP. New workers start; old ones finish their
     /// requests and close their keep-alive connections.
     pub fn reload(&self) -> io::Result<()> {
-        self.signal(libc::SIGHUP)
+        self.signal(Signal::SIGHUP)
     }
 
     /// Stop nginx at once (SIGTERM: open connections are closed) and wait
@@ -253,7 +252,7 @@ impl Nginx {
         if self.child.is_none() {
             return Ok(());
         }
-        self.signal(libc::SIGTERM)?;
+        self.signal(Signal::SIGTERM)?;
         let mut child = self.child.take().expect("checked");
         let deadline = Instant::now() + Duration::from_secs(10);
         while child.try_wait()?.is_none() {
