@@ -478,10 +478,28 @@ pub(crate) fn current_cancel_data() -> &'static Cancel {
     }
 }
 
+/// The cancel data of a coroutine, with a handle that keeps it alive.
+///
+/// Every `subscribe` stores the coroutine where another thread can resume it
+/// (a waker, an IO event, a timer) and only then registers its cancel hook.
+/// If the thread running `subscribe` is descheduled in between, the
+/// coroutine may run to its end elsewhere and drop its last handle: a bare
+/// reference to its cancel data would then point into freed memory.
+pub(crate) struct CancelRef(Coroutine);
+
+impl std::ops::Deref for CancelRef {
+    type Target = Cancel;
+
+    #[inline]
+    fn deref(&self) -> &Cancel {
+        &self.0.inner.cancel
+    }
+}
+
 #[inline]
-pub(crate) fn co_cancel_data(co: &CoroutineImpl) -> &'static Cancel {
+pub(crate) fn co_cancel_data(co: &CoroutineImpl) -> CancelRef {
     let local = unsafe { &*get_co_local(co) };
-    &local.get_co().inner.cancel
+    CancelRef(local.get_co().clone())
 }
 
 // windows use delay drop instead
