@@ -1,6 +1,10 @@
 //! Running a load: N workers (green threads, OS threads or tokio tasks)
 //! start together on a signal, repeat one operation until a fixed time has
 //! passed or each has done its share of a fixed count, and stop together.
+//! None of them exits before all have stopped: a worker's exit (a green
+//! thread's or an OS thread's stack handed back to the kernel) would
+//! otherwise slow the last operations of those still stopping, whose
+//! latencies are kept.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -71,15 +75,17 @@ impl Control {
     }
 
     /// Wait until `n` workers are ready, start them (`go`), let them run for
-    /// `duration` (or until all have stopped on their own), stop them, and
-    /// wait until they have. Returns the start time, when the stop signal
-    /// ended the run (`None`: every worker finished its share first), and
-    /// the CPU time the process used meanwhile.
+    /// `duration` (or until all have stopped on their own), stop them, wait
+    /// until they have, and let them exit (`release`). Returns the start
+    /// time, when the stop signal ended the run (`None`: every worker
+    /// finished its share first), and the CPU time the process used until
+    /// the last one stopped.
     fn conduct(
         &self,
         n: usize,
         duration: Duration,
         go: impl FnOnce(),
+        release: impl FnOnce(),
     ) -> (Instant, Option<Instant>, Duration) {
         wait_until(READY_LIMIT, || self.ready.load(Ordering::Acquire) >= n)
             .unwrap_or_else(|| panic!("{n} workers not ready within {READY_LIMIT:?}"));
@@ -105,7 +111,9 @@ impl Control {
                 )
             },
         );
-        (start, stopped, process_cpu().saturating_sub(cpu))
+        let cpu = process_cpu().saturating_sub(cpu);
+        release();
+        (start, stopped, cpu)
     }
 }
 
@@ -179,11 +187,13 @@ where
 {
     let ctl = Arc::new(Control::default());
     let go = Arc::new(SyncFlag::new());
+    let exit = Arc::new(SyncFlag::new());
     let mut handles = Vec::with_capacity(plan.workers);
     for i in 0..plan.workers {
         let mut op = make_op(i);
         let body = {
-            let (ctl, go, plan) = (Arc::clone(&ctl), Arc::clone(&go), *plan);
+            let (ctl, go, exit, plan) =
+                (Arc::clone(&ctl), Arc::clone(&go), Arc::clone(&exit), *plan);
             move || {
                 ctl.ready.fetch_add(1, Ordering::Release);
                 go.wait();
@@ -194,6 +204,7 @@ where
                 }
                 let end = Instant::now();
                 ctl.finished.fetch_add(1, Ordering::Release);
+                exit.wait();
                 (rec, end)
             }
         };
@@ -202,6 +213,7 @@ where
             Err(e) => {
                 ctl.stop.store(true, Ordering::Relaxed);
                 go.fire();
+                exit.fire();
                 handles.into_iter().for_each(|h| drop(h.join()));
                 return Err(format!(
                     "could not start worker {} of {}: {e}",
@@ -211,26 +223,36 @@ where
             }
         }
     }
-    let (start, stopped, cpu) = ctl.conduct(plan.workers, plan.duration, || match kind {
-        // Wake green threads from a green thread, as a server's accept loop
-        // would: may puts them in that worker's run queue. Woken from a plain
-        // thread they would go to may's global queue, which a worker only reads
-        // when its own queue is empty, so a few green threads yielding to each
-        // other would keep the rest from ever starting.
-        Kind::Green => {
-            let go = Arc::clone(&go);
-            greenpool::runtime::spawn(move || go.fire())
-                .join()
-                .unwrap_or_else(|e| e.resume_unwind());
-        }
-        Kind::Os => go.fire(),
-    });
+    let (start, stopped, cpu) = ctl.conduct(
+        plan.workers,
+        plan.duration,
+        || fire(kind, &go),
+        || fire(kind, &exit),
+    );
     let (recorders, ends): (Vec<_>, Vec<_>) = handles.into_iter().map(Handle::join).unzip();
     Ok(Outcome::collect(
         elapsed(start, stopped, &ends),
         cpu,
         recorders,
     ))
+}
+
+/// Wake the workers of `kind` waiting on `flag`.
+fn fire(kind: Kind, flag: &Arc<SyncFlag>) {
+    match kind {
+        // Wake green threads from a green thread, as a server's accept loop
+        // would: may puts them in that worker's run queue. Woken from a plain
+        // thread they would go to may's global queue, which a worker only reads
+        // when its own queue is empty, so a few green threads yielding to each
+        // other would keep the rest from ever starting.
+        Kind::Green => {
+            let flag = Arc::clone(flag);
+            greenpool::runtime::spawn(move || flag.fire())
+                .join()
+                .unwrap_or_else(|e| e.resume_unwind());
+        }
+        Kind::Os => flag.fire(),
+    }
 }
 
 /// One operation of a tokio task (the async counterpart of the closure
@@ -247,10 +269,12 @@ pub fn run_tasks<S: Step>(
 ) -> Result<Outcome, String> {
     let ctl = Arc::new(Control::default());
     let (go_tx, go_rx) = tokio::sync::watch::channel(false);
+    let (exit_tx, exit_rx) = tokio::sync::watch::channel(false);
     let handles: Vec<_> = (0..plan.workers)
         .map(|i| {
             let mut step = make_step(i);
-            let (ctl, mut go, plan) = (Arc::clone(&ctl), go_rx.clone(), *plan);
+            let (ctl, mut go, mut exit, plan) =
+                (Arc::clone(&ctl), go_rx.clone(), exit_rx.clone(), *plan);
             rt.spawn(async move {
                 ctl.ready.fetch_add(1, Ordering::Release);
                 // An error means the controller is gone; then stop at once.
@@ -262,13 +286,21 @@ pub fn run_tasks<S: Step>(
                 }
                 let end = Instant::now();
                 ctl.finished.fetch_add(1, Ordering::Release);
+                let _ = exit.wait_for(|&released| released).await;
                 (rec, end)
             })
         })
         .collect();
-    let (start, stopped, cpu) = ctl.conduct(plan.workers, plan.duration, || {
-        let _ = go_tx.send(true);
-    });
+    let (start, stopped, cpu) = ctl.conduct(
+        plan.workers,
+        plan.duration,
+        || {
+            let _ = go_tx.send(true);
+        },
+        || {
+            let _ = exit_tx.send(true);
+        },
+    );
     let joined = rt.block_on(async {
         let mut out = Vec::with_capacity(handles.len());
         for h in handles {

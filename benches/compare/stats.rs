@@ -73,7 +73,8 @@ impl Recorder {
 
     /// Forget the last operation's count: it ended after the stop signal,
     /// outside the measured window. (Its latency sample stays: it is a
-    /// real wait.)
+    /// real wait, and an ordinary one, since no worker exits before every
+    /// worker has stopped.)
     pub fn uncount_last(&mut self) {
         if self.ops > 0 {
             self.ops -= 1;
